@@ -1,0 +1,195 @@
+"""Generate and load a synthetic 360° world: video + exact per-frame ground truth.
+
+Folder layout written by :func:`generate` (``odin synth --out DIR``):
+
+    video.mp4            H.264 equirectangular video (yuv420p), frame k at time k / fps
+    scene.json           the scene (room, objects, textures) and the generation config
+    cameras.json         per frame: index, time, 4x4 camera-to-world pose (``ingest.conventions``)
+    gt/frame_%06d.npz    per frame: ``depth`` (H, W) float32 range, ``ids`` (H, W) uint8 (0 = room)
+    meshes/*.ply         the room and each object as triangle meshes at time 0 (trimesh)
+
+The folder is built under a temporary name and renamed into place at the end, so a killed
+run leaves no half-written world; re-running with the same config is a no-op.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from ingest.atomic import atomic_write_json
+from ingest.errors import OdinError
+from ingest.synth.camera_path import CameraPathConfig, camera_to_world
+from ingest.synth.render import Render, render_equirect
+from ingest.synth.scene import Primitive, Scene, make_scene
+
+
+@dataclass
+class SynthConfig:
+    seconds: float = 8.0
+    fps: float = 10.0
+    width: int = 1024  # equirectangular width; height = width / 2
+    seed: int = 0
+    n_objects: int = 6
+    moving_object: bool = False
+    crf: int = 16
+    keyframe_seconds: float = 2.0  # GOP length, like typical uploaded 360° video
+    path: CameraPathConfig = field(default_factory=CameraPathConfig)
+
+    def __post_init__(self):
+        if self.width < 16 or self.width % 4:
+            raise OdinError(f"--width must be a multiple of 4 and >= 16, got {self.width}")
+        if self.seconds <= 0 or self.fps <= 0:
+            raise OdinError(f"--seconds and --fps must be positive, got {self.seconds}, {self.fps}")
+
+    @property
+    def height(self) -> int:
+        return self.width // 2
+
+    @property
+    def n_frames(self) -> int:
+        return max(1, int(round(self.seconds * self.fps)))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SynthConfig":
+        return cls(**{**d, "path": CameraPathConfig(**d.get("path", {}))})
+
+
+class SyntheticWorld:
+    """A generated world on disk, with exact ground truth for any frame or camera."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        try:
+            meta = json.loads((self.root / "scene.json").read_text())
+            cams = json.loads((self.root / "cameras.json").read_text())
+        except FileNotFoundError as e:
+            raise OdinError("not a synthetic world folder (missing scene.json or cameras.json)", root) from e
+        self.config = SynthConfig.from_dict(meta["config"])
+        self.scene = Scene.from_json(meta["scene"])
+        self.times = np.array([f["time"] for f in cams["frames"]], dtype=np.float64)
+        self.poses = np.array([f["c2w"] for f in cams["frames"]], dtype=np.float64)
+
+    @property
+    def video_path(self) -> Path:
+        return self.root / "video.mp4"
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def pose_at(self, time: float) -> np.ndarray:
+        """Exact camera-to-world pose at any time (the path is analytic, not interpolated)."""
+        return camera_to_world(time, self.config.path, self.config.seed)
+
+    def render(self, index: int, height: int | None = None) -> Render:
+        """Re-render frame ``index`` losslessly (at the video's size unless ``height`` is given)."""
+        h = height or self.config.height
+        return render_equirect(self.scene, self.poses[index], h, 2 * h, float(self.times[index]))
+
+    def ground_truth(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(depth range, object ids) of frame ``index`` as stored on disk."""
+        with np.load(self.root / "gt" / f"frame_{index:06d}.npz") as z:
+            return z["depth"], z["ids"]
+
+    def frame_index_at(self, time: float) -> int:
+        return int(np.argmin(np.abs(self.times - time)))
+
+
+def object_mesh(prim: Primitive, time: float = 0.0):
+    """trimesh.Trimesh of one primitive at ``time``, in world coordinates."""
+    import trimesh
+
+    from ingest import conventions as cv
+
+    center = prim.center_at(time)
+    if prim.kind == "box":
+        T = cv.make_pose(cv.rotation_from_ypr(np.float64(prim.yaw), np.float64(0), np.float64(0)), center)
+        return trimesh.creation.box(extents=2 * np.asarray(prim.size), transform=T)
+    if prim.kind == "sphere":
+        return trimesh.creation.icosphere(subdivisions=4, radius=prim.size[0]).apply_translation(center)
+    r, hh = prim.size
+    # trimesh's cylinder runs along z; ours stands along y.
+    T = cv.make_pose(cv.rotation_from_ypr(np.float64(0), np.float64(math.pi / 2), np.float64(0)), center)
+    return trimesh.creation.cylinder(radius=r, height=2 * hh, sections=96, transform=T)
+
+
+def room_mesh(scene: Scene):
+    import trimesh
+
+    lo, hi = map(np.asarray, scene.bounds)
+    room = trimesh.creation.box(extents=hi - lo).apply_translation((hi + lo) / 2)
+    room.invert()  # normals face the inside, where the camera is
+    return room
+
+
+def _encode_frames(path: Path, frames, config: SynthConfig) -> None:
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(config.fps).limit_denominator(1001))
+        stream.width, stream.height, stream.pix_fmt = config.width, config.height, "yuv420p"
+        gop = max(1, int(round(config.keyframe_seconds * config.fps)))
+        stream.options = {"crf": str(config.crf), "g": str(gop), "preset": "veryfast"}
+        for rgb in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def generate(out_dir: str | Path, config: SynthConfig | None = None, progress: bool = True,
+             overwrite: bool = False) -> SyntheticWorld:
+    """Render the world described by ``config`` into ``out_dir`` (atomically; see module doc)."""
+    from tqdm import tqdm
+
+    config = config or SynthConfig()
+    out_dir = Path(out_dir)
+    meta_config = json.loads(json.dumps(asdict(config)))
+    if (out_dir / "scene.json").exists() and (out_dir / "cameras.json").exists():
+        existing = json.loads((out_dir / "scene.json").read_text()).get("config")
+        if existing == meta_config and not overwrite:
+            return SyntheticWorld(out_dir)
+        if not overwrite:
+            raise OdinError("already holds a different synthetic world (pass --overwrite to replace it)", out_dir)
+    elif out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise OdinError("exists and is not empty; choose a new --out or pass --overwrite", out_dir)
+
+    scene = make_scene(config.seed, config.n_objects, config.moving_object)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        (tmp / "gt").mkdir()
+        (tmp / "meshes").mkdir()
+        frames_meta = []
+
+        def rendered_frames():
+            for k in tqdm(range(config.n_frames), desc="synth", unit="frame", disable=not progress):
+                t = k / config.fps
+                c2w = camera_to_world(t, config.path, config.seed)
+                r = render_equirect(scene, c2w, config.height, config.width, t)
+                np.savez_compressed(tmp / "gt" / f"frame_{k:06d}.npz", depth=r.depth, ids=r.ids)
+                frames_meta.append({"index": k, "time": t, "c2w": c2w.tolist()})
+                yield r.rgb
+
+        _encode_frames(tmp / "video.mp4", rendered_frames(), config)
+        atomic_write_json(tmp / "cameras.json", {
+            "convention": "camera-to-world, OpenCV axes (x right, y down, z forward); see ingest.conventions",
+            "fps": config.fps, "width": config.width, "height": config.height, "frames": frames_meta})
+        room_mesh(scene).export(tmp / "meshes" / "room.ply")
+        for prim in scene.objects:
+            object_mesh(prim).export(tmp / "meshes" / f"object_{prim.id:02d}.ply")
+        atomic_write_json(tmp / "scene.json", {"config": meta_config, "scene": scene.to_json()})
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.chmod(0o755)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return SyntheticWorld(out_dir)
