@@ -321,8 +321,9 @@ def direction_from_lonlat(lon, lat):
 
 def lonlat_from_direction(d):
     """(lon, lat) in radians of camera-frame directions (need not be unit)."""
-    d = normalize(_float(d))
-    return _atan2(d[..., 0], d[..., 2]), _asin(-d[..., 1])
+    d = _float(d)
+    # atan2 rather than asin(-y): asin loses precision near the poles.
+    return _atan2(d[..., 0], d[..., 2]), _atan2(-d[..., 1], _sqrt(d[..., 0] ** 2 + d[..., 2] ** 2))
 
 
 def lonlat_from_equirect_pixel(u, v, width: int, height: int):
