@@ -1,0 +1,92 @@
+"""SIFT features of an equirectangular frame, lifted to unit bearing vectors.
+
+Equirect images stretch the sky and the ground, so SIFT runs on low-distortion perspective
+faces (a cube around the camera, each face slightly wider than 90° so keypoints near an
+edge keep their support region). Every keypoint is lifted to a camera-frame bearing of the
+360° frame; a keypoint is kept only by the face whose axis is nearest to its bearing, so
+the overlap between faces yields no duplicates.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ingest import conventions as cv
+from ingest.views import ViewSpec, extract_views, rotation_frame_from_view
+
+# (yaw, pitch) in degrees of the six cube faces; pitch +90 looks up (ingest.conventions).
+CUBE_FACES = ((0.0, 0.0), (90.0, 0.0), (180.0, 0.0), (-90.0, 0.0), (0.0, 90.0), (0.0, -90.0))
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    max_features_per_face: int = 1500
+    face_fov_deg: float = 100.0  # > 90 so that keypoints at a face edge keep their neighbourhood
+    face_scale: float = 1.0  # face focal length relative to the equirect's pixels per radian
+    contrast_threshold: float = 0.02
+    root_sift: bool = True
+
+
+@dataclass
+class FrameFeatures:
+    bearings: np.ndarray  # (N, 3) float64 unit camera-frame rays of the 360° frame
+    descriptors: np.ndarray  # (N, 128) float32
+    sizes: np.ndarray  # (N,) keypoint scale in face pixels
+
+    def __len__(self) -> int:
+        return len(self.bearings)
+
+    def subset(self, mask: np.ndarray) -> "FrameFeatures":
+        return FrameFeatures(self.bearings[mask], self.descriptors[mask], self.sizes[mask])
+
+
+def face_specs(equirect_width: int, config: FeatureConfig) -> list[ViewSpec]:
+    """The cube faces as ingest views, sized so a face pixel is about an equator equirect pixel."""
+    focal = config.face_scale * equirect_width / (2 * math.pi)
+    size = int(round(2 * focal * math.tan(math.radians(config.face_fov_deg) / 2)))
+    return [ViewSpec(yaw, pitch, config.face_fov_deg, size) for yaw, pitch in CUBE_FACES]
+
+
+def bearings_from_face_pixels(pts_cv2: np.ndarray, K: cv.Intrinsics, R_frame_from_view: np.ndarray) -> np.ndarray:
+    """OpenCV keypoint coordinates (centres at integers) -> unit bearings in the 360° frame."""
+    u, v = pts_cv2[:, 0] + 0.5, pts_cv2[:, 1] + 0.5
+    rays = np.stack([(u - K.cx) / K.fx, (v - K.cy) / K.fy, np.ones_like(u)], axis=-1)
+    return cv.normalize(rays @ R_frame_from_view.T)
+
+
+def nearest_face(bearings: np.ndarray, faces=CUBE_FACES) -> np.ndarray:
+    """Index of the face whose optical axis is closest to each bearing."""
+    axes = np.stack([rotation_frame_from_view(y, p)[:, 2] for y, p in faces])
+    return np.argmax(bearings @ axes.T, axis=-1)
+
+
+def _root_sift(desc: np.ndarray) -> np.ndarray:
+    desc = desc / np.maximum(np.abs(desc).sum(-1, keepdims=True), 1e-12)
+    return np.sqrt(desc).astype(np.float32)
+
+
+def extract_features(equirect: np.ndarray, config: FeatureConfig = FeatureConfig()) -> FrameFeatures:
+    """SIFT on the cube faces of one equirect frame (H, W, 3) uint8 -> bearings + descriptors."""
+    gray = cv2.cvtColor(equirect, cv2.COLOR_RGB2GRAY) if equirect.ndim == 3 else equirect
+    specs = face_specs(gray.shape[1], config)
+    sift = cv2.SIFT_create(nfeatures=config.max_features_per_face, contrastThreshold=config.contrast_threshold)
+    bearings, descs, sizes = [], [], []
+    for k, (spec, face) in enumerate(zip(specs, extract_views(gray, specs))):
+        K, R = spec.intrinsics, spec.R_frame_from_view
+        keypoints, desc = sift.detectAndCompute(face, None)
+        if desc is None or not keypoints:
+            continue
+        pts = np.array([kp.pt for kp in keypoints], np.float64)
+        b = bearings_from_face_pixels(pts, K, R)
+        own = nearest_face(b) == k
+        bearings.append(b[own])
+        descs.append(desc[own])
+        sizes.append(np.array([kp.size for kp in keypoints], np.float32)[own])
+    if not bearings:
+        return FrameFeatures(np.zeros((0, 3)), np.zeros((0, 128), np.float32), np.zeros(0, np.float32))
+    desc = np.concatenate(descs).astype(np.float32)
+    return FrameFeatures(np.concatenate(bearings), _root_sift(desc) if config.root_sift else desc,
+                         np.concatenate(sizes))
