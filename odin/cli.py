@@ -75,16 +75,9 @@ def _add_sampling(p) -> None:
 
 
 def _pipeline(run: str, args):
-    import torch
+    from odin.pipeline import load_pipeline
 
-    from odin.checkpoint import load_for_inference
-    from odin.models import make_codec
-    from odin.pipeline import OdinPipeline
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, cfg, _ = load_for_inference(run, use_ema=not args.raw_weights)
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    return OdinPipeline(model, make_codec(cfg.model), cfg.diffusion, cfg.model.resolution, device, dtype), cfg
+    return load_pipeline(run, args.device, use_ema=not args.raw_weights)
 
 
 def _sample_kwargs(args) -> dict:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -89,6 +91,26 @@ class OdinPipeline:
         return self.codec.decode(x), torch.sigmoid(mask_logit)
 
 
+def _condition(view: torch.Tensor, c2w_view, c2w_tgt, scale: float, weight: float) -> ViewCondition:
+    T = cv.relative_pose(np.asarray(c2w_view, np.float64), np.asarray(c2w_tgt, np.float64))
+    return ViewCondition(view[None], torch.from_numpy(T[:3, :3])[None], torch.from_numpy(T[:3, 3] / scale)[None],
+                         torch.tensor([scale], dtype=torch.float64), weight)
+
+
+def next_frame(pipe: OdinPipeline, image: torch.Tensor, c2w_image, previous: tuple | None, c2w_tgt,
+               K: cv.Intrinsics, scale: float = 1.0, anchor_weight: float = 0.5, **sample_kwargs) -> torch.Tensor:
+    """One trajectory step: the view at ``c2w_tgt`` conditioned on the original ``image`` (taken at
+    ``c2w_image``) and, when given, on ``previous = (frame, c2w)``, the last generated view."""
+    check_rotation(np.asarray(c2w_tgt)[:3, :3], "target camera pose")
+    if previous is None or anchor_weight >= 1:
+        conds = [_condition(image, c2w_image, c2w_tgt, scale, 1.0)]
+    else:
+        conds = [_condition(image, c2w_image, c2w_tgt, scale, anchor_weight),
+                 _condition(previous[0], previous[1], c2w_tgt, scale, 1 - anchor_weight)]
+    out, _ = pipe(conds, [K], **sample_kwargs)
+    return out[0].cpu()
+
+
 def trajectory(pipe: OdinPipeline, image: torch.Tensor, c2ws: list[np.ndarray], Ks: list[cv.Intrinsics],
                scale: float = 1.0, anchor_weight: float = 0.5, progress=None, **sample_kwargs) -> list[torch.Tensor]:
     """Frames along a camera path whose first camera took ``image`` (3, H, W); returns (3, H, W) tensors.
@@ -99,21 +121,20 @@ def trajectory(pipe: OdinPipeline, image: torch.Tensor, c2ws: list[np.ndarray], 
     for i, c2w in enumerate(c2ws):
         check_rotation(np.asarray(c2w)[:3, :3], f"camera path pose {i}")
     frames = [image]
-    scale_t = torch.tensor([scale], dtype=torch.float64)
-
-    def condition(view: torch.Tensor, c2w_view, c2w_tgt, weight: float) -> ViewCondition:
-        T = cv.relative_pose(np.asarray(c2w_view, np.float64), np.asarray(c2w_tgt, np.float64))
-        return ViewCondition(view[None], torch.from_numpy(T[:3, :3])[None], torch.from_numpy(T[:3, 3] / scale)[None],
-                             scale_t, weight)
-
     for k in range(1, len(c2ws)):
-        conds = [condition(image, c2ws[0], c2ws[k], anchor_weight)]
-        if k > 1 and anchor_weight < 1:
-            conds.append(condition(frames[-1], c2ws[k - 1], c2ws[k], 1 - anchor_weight))
-        elif k == 1:
-            conds[0].weight = 1.0
-        out, _ = pipe(conds, [Ks[k]], **sample_kwargs)
-        frames.append(out[0].cpu())
+        previous = (frames[-1], c2ws[k - 1]) if k > 1 else None
+        frames.append(next_frame(pipe, image, c2ws[0], previous, c2ws[k], Ks[k], scale, anchor_weight, **sample_kwargs))
         if progress is not None:
             progress.update(1)
     return frames
+
+
+def load_pipeline(run: str | Path, device: str | None = None, use_ema: bool = True):
+    """(OdinPipeline, OdinConfig) for a RUN folder or checkpoint folder; bf16 on CUDA."""
+    from odin.checkpoint import load_for_inference
+    from odin.models import make_codec
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, cfg, _ = load_for_inference(run, use_ema=use_ema)
+    dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    return OdinPipeline(model, make_codec(cfg.model), cfg.diffusion, cfg.model.resolution, device, dtype), cfg
