@@ -44,6 +44,9 @@ def _run_synth(args) -> int:
 
 
 def register(subparsers) -> None:
+    from ingest.command import add_ingest_parser
+
+    add_ingest_parser(subparsers)
     _add_synth(subparsers)
 
 

@@ -73,9 +73,9 @@ class ViewerApp:
             self.odin_source = gui.add_dropdown("Odin source view", names or ("none",), initial_value=names[0] if names else "none")
             self.odin_upload = gui.add_upload_button("Upload source image")
             self.odin_upload.on_upload(lambda event: self.odin.set_uploaded_source(event.target.value.content))
-            self.odin_source.on_update(lambda _: self.odin.set_source_view(self.nrc.training_views[int(self.odin_source.value)]))
+            self.odin_source.on_update(lambda _: self.set_odin_source(int(self.odin_source.value)))
             if self.nrc.training_views:
-                self.odin.set_source_view(self.nrc.training_views[0])
+                self.set_odin_source(0)
 
     def _add_scene(self) -> None:
         self.frustums = []
@@ -96,6 +96,17 @@ class ViewerApp:
         if self.mesh_handle is not None:
             self.mesh_handle.visible = visible
             self._rerender_all()
+
+    def set_odin_source(self, index: int) -> None:
+        """Odin starts from a training view; equirectangular frames are seen through a 90° view
+        rendered by NRC, since Odin works on perspective images. NRC's depth sets the scale."""
+        view = self.nrc.training_views[index]
+        K = cv.Intrinsics.from_fov(128, 128, 90.0)
+        scale = self.nrc.median_depth(view.c2w, K)
+        if view.fy is None:
+            self.odin.set_source(colorize(self.nrc.render(view.c2w, K, "rgb"), "rgb"), view.c2w, scale)
+        else:
+            self.odin.set_source_view(view, scale)
 
     # ------------------------------------------------------------------ clients
     def _on_connect(self, client) -> None:
