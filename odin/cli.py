@@ -166,7 +166,7 @@ def _run_generate(args) -> int:
 
     from ingest import conventions as cv
     from odin.data import intrinsics_after_load, tensor_image
-    from odin.media import save_png, write_mp4
+    from ingest.media import save_png, write_mp4
     from odin.pipeline import ViewCondition, trajectory
 
     pipe, cfg = _pipeline(args.run, args)

@@ -23,21 +23,9 @@ from ingest import conventions as cv
 from ingest.atomic import atomic_write_json
 from ingest.errors import OdinError
 from odin.data import collate, intrinsics_after_load, tensor_image, to_rgb_square
-from odin.media import image_grid, save_png
+from ingest.image_metrics import psnr, ssim
+from ingest.media import image_grid, save_png
 from odin.pipeline import OdinPipeline, ViewCondition
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    from skimage.metrics import peak_signal_noise_ratio
-
-    return float(peak_signal_noise_ratio(b, a, data_range=255))
-
-
-def ssim(a: np.ndarray, b: np.ndarray) -> float:
-    from skimage.metrics import structural_similarity
-
-    win = min(7, a.shape[0] - (1 - a.shape[0] % 2))
-    return float(structural_similarity(a, b, channel_axis=2, data_range=255, win_size=win))
 
 
 # --------------------------------------------------------------------------- GT-depth warp

@@ -21,7 +21,7 @@ from odin.checkpoint import (TrainState, check_compatible, latest_checkpoint, re
                              save_checkpoint)
 from odin.config import OdinConfig
 from odin.data import PairStream, StreamPosition, first_pairs, prefetch, tensor_image
-from odin.media import image_grid, save_png
+from ingest.media import image_grid, save_png
 from odin.models import make_codec, new_denoiser
 from odin.pipeline import OdinPipeline, ViewCondition
 from odin.schedulers import training_scheduler

@@ -179,7 +179,7 @@ def test_pipeline_samplers_and_trajectory(sampler):
 def test_write_mp4_roundtrip(tmp_path):
     import av
 
-    from odin.media import image_grid, write_mp4
+    from ingest.media import image_grid, write_mp4
 
     frames = [np.full((15, 17, 3), 40 * i, np.uint8) for i in range(5)]
     path = write_mp4(tmp_path / "t.mp4", frames, fps=5)

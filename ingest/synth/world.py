@@ -18,13 +18,13 @@ import math
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 from ingest.atomic import atomic_write_json
 from ingest.errors import OdinError
+from ingest.media import write_mp4
 from ingest.synth.camera_path import CameraPathConfig, camera_to_world
 from ingest.synth.render import Render, render_equirect
 from ingest.synth.scene import Primitive, Scene, make_scene
@@ -128,21 +128,6 @@ def room_mesh(scene: Scene):
     return room
 
 
-def _encode_frames(path: Path, frames, config: SynthConfig) -> None:
-    import av
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(config.fps).limit_denominator(1001))
-        stream.width, stream.height, stream.pix_fmt = config.width, config.height, "yuv420p"
-        gop = max(1, int(round(config.keyframe_seconds * config.fps)))
-        stream.options = {"crf": str(config.crf), "g": str(gop), "preset": "veryfast"}
-        for rgb in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
 def generate(out_dir: str | Path, config: SynthConfig | None = None, progress: bool = True,
              overwrite: bool = False) -> SyntheticWorld:
     """Render the world described by ``config`` into ``out_dir`` (atomically; see module doc)."""
@@ -177,7 +162,8 @@ def generate(out_dir: str | Path, config: SynthConfig | None = None, progress: b
                 frames_meta.append({"index": k, "time": t, "c2w": c2w.tolist()})
                 yield r.rgb
 
-        _encode_frames(tmp / "video.mp4", rendered_frames(), config)
+        write_mp4(tmp / "video.mp4", rendered_frames(), config.fps, config.crf,
+                  keyframe_interval=max(1, int(round(config.keyframe_seconds * config.fps))))
         atomic_write_json(tmp / "cameras.json", {
             "convention": "camera-to-world, OpenCV axes (x right, y down, z forward); see ingest.conventions",
             "fps": config.fps, "width": config.width, "height": config.height, "frames": frames_meta})
