@@ -18,7 +18,25 @@ def _run_view(args) -> int:
     return 0
 
 
+def _run_demo(args) -> int:
+    import torch
+
+    from viewer.demo import print_summary, run_demo
+
+    gpu = args.gpu or torch.cuda.is_available()
+    print_summary(run_demo(args.out, video=args.video, gpu=gpu))
+    return 0
+
+
 def register(subparsers) -> None:
+    d = subparsers.add_parser("demo", help="the end-to-end job: synth → ingest → mine → reconstruct → NRC → Odin",
+                              description="Runs every stage on a synthetic 360° world (or --video) with CPU-sized "
+                                          "configs (full sizes with --gpu or when CUDA is present). Re-run to resume.")
+    d.add_argument("--out", default="demo_out", help="output folder")
+    d.add_argument("--video", help="your own equirectangular 360° video instead of the synthetic world")
+    d.add_argument("--gpu", action="store_true", help="full-size configs (automatic when CUDA is present)")
+    d.set_defaults(func=_run_demo)
+
     p = subparsers.add_parser("view", help="fly a camera through an NRC scene in the browser",
                               description="Start a viser server for an NRC run and print its URL.")
     p.add_argument("run", help="NRC run folder (from `odin nrc fit`)")

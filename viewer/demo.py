@@ -46,10 +46,12 @@ class DemoSizes:
                    odin_resolution=128, render_height=512)
 
 
-def _stage(name: str, done: Path, argv: list[str], log: list[str]) -> None:
+def _stage(name: str, done: Path, argv: list[str], log: list[str], before=None) -> None:
     if done.exists():
         print(f"[demo] {name}: already done ({done})", flush=True)
         return
+    if before is not None:
+        before()
     print(f"[demo] {name}: odin {' '.join(argv)}", flush=True)
     start = time.monotonic()
     code = odin_main(argv)
@@ -85,7 +87,7 @@ def run_demo(out: str | Path, video: str | Path | None = None, gpu: bool = False
     if not video.exists():
         raise OdinError("video not found", video)
     dataset, pairs = out / "dataset", out / "pairs"
-    _stage("ingest", dataset / "manifest" / "videos.parquet",
+    _stage("ingest", dataset / "videos.parquet",
            ["ingest", str(video), "--out", str(dataset), "--fps", str(sizes.ingest_fps),
             "--equirect-width", str(sizes.synth_width), "--view-size", str(sizes.view_size)], log)
     from ingest.dataset import Dataset
@@ -116,9 +118,10 @@ def run_demo(out: str | Path, video: str | Path | None = None, gpu: bool = False
                                                         "--max-views", "4", *device], log)
     camera_path = out / "camera_path.json"
     if not camera_path.exists():
-        from nrc.checkpoint import scene_center_and_radius
+        from nrc.checkpoint import read_config
 
-        center, radius = scene_center_and_radius(run)
+        frame = read_config(run).scenes[0]
+        center, radius = np.asarray(frame.center, np.float64), float(frame.radius)
         write_camera_path(camera_path, orbit_camera_path(center, 0.3 * radius, 48), width=sizes.render_height * 4 // 3,
                           height=sizes.render_height, fov_y_deg=60.0, fps=12)
     flythrough = out / "flythrough.mp4"
@@ -127,9 +130,41 @@ def run_demo(out: str | Path, video: str | Path | None = None, gpu: bool = False
     mesh = out / "mesh.ply"
     _stage("export mesh", mesh, ["nrc", "export-mesh", str(run), "--out", str(mesh), "--resolution", "96", *device], log)
     odin_run = out / "odin_run"
-    _stage("odin train", odin_run / "config.json", ["train", str(pairs), "--out", str(odin_run), "--tiny", "--resolution",
+    _stage("odin train", odin_run / "checkpoints" / "latest.json", ["train", str(pairs), "--out", str(odin_run), "--tiny", "--resolution",
                                                     str(sizes.odin_resolution), "--max-minutes", str(sizes.odin_minutes)]
            + ([] if gpu else ["--quiet"]), log)
+    imagined = out / "odin_trajectory"
+    source = out / "odin_source.png"
+    if not source.exists():
+        from ingest.media import save_png
+        from viewer.backends import NrcBackend, colorize
+
+        nrc = NrcBackend(run, device="cuda" if gpu else "cpu")
+        K = cv.Intrinsics.from_fov(sizes.odin_resolution * 2, sizes.odin_resolution * 2, 90.0)
+        save_png(source, colorize(nrc.render(nrc.initial_pose(), K, "rgb"), "rgb"))
+    _stage("odin generate", imagined / "trajectory.mp4",
+           ["generate", "--run", str(odin_run), "--image", str(source), "--camera-path", str(out / "odin_path.json"),
+            "--out", str(imagined), "--steps", "10" if not gpu else "50", *device], log,
+           before=lambda: _write_odin_path(out / "odin_path.json", sizes.odin_resolution))
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
     return {"out": out, "scene": scene, "nrc_run": run, "odin_run": odin_run, "flythrough": flythrough, "mesh": mesh,
-            "camera_path": camera_path, "pairs": pairs, "timings": log,
-            "nrc_metrics": json.loads((run / "eval" / "metrics.json").read_text())}
+            "camera_path": camera_path, "pairs": pairs, "odin_trajectory": imagined / "trajectory.mp4",
+            "timings": log, "nrc_metrics": metrics}
+
+
+def _write_odin_path(path: Path, resolution: int) -> None:
+    """A short turn-and-step path starting at the source camera (identity), in Odin's units."""
+    poses = [cv.make_pose(cv.rotation_from_ypr(np.float64(math.radians(4 * k)), np.float64(0), np.float64(0)),
+                          np.array([0.03 * k, 0.0, 0.05 * k])) for k in range(6)]
+    write_camera_path(path, poses, width=resolution, height=resolution, fov_y_deg=90.0, fps=4)
+
+
+def print_summary(result: dict) -> None:
+    scenes = result["nrc_metrics"].get("scenes", [])
+    mean = scenes[0]["mean"] if scenes else {}
+    print("\n=== Odin360 demo: done ===")
+    for name in ("scene", "pairs", "nrc_run", "flythrough", "mesh", "odin_run", "odin_trajectory"):
+        print(f"  {name:16s} {result[name]}")
+    print("  NRC held-out: " + ", ".join(f"{k} {v:.3f}" for k, v in mean.items()))
+    print("  stage times:  " + "; ".join(result["timings"]))
+    print(f"\nOpen the viewer:  odin view {result['nrc_run']} --odin {result['odin_run']}   (then browse to http://127.0.0.1:8080)")
