@@ -113,7 +113,6 @@ def check_config(root: Path, config_dict: dict) -> None:
 # --------------------------------------------------------------------------- Parquet
 def consolidate(root: Path) -> dict[str, int]:
     """Rewrite videos/frames/views.parquet from the finished parts; returns row counts."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     rows = {name: [] for name in TABLES}

@@ -42,10 +42,15 @@ def level_index(corners: torch.Tensor, spec: HashGridSpec, level: int) -> torch.
         for d in range(spec.n_input_dims):
             index = (index + corners[..., d] * stride) & UINT32_MASK
             stride *= spec.resolutions[level]
-    else:
-        for d in range(spec.n_input_dims):
-            index = index ^ ((corners[..., d] * HASH_PRIMES[d]) & UINT32_MASK)
-    return index % spec.sizes[level]
+        return index % spec.sizes[level]
+    for d in range(spec.n_input_dims):
+        index = index ^ (corners[..., d] * HASH_PRIMES[d])
+    size = spec.sizes[level]
+    # Only the low 32 bits matter (tcnn hashes in uint32); for a power-of-two table the modulo
+    # is a mask, which also drops the high bits in one step.
+    if size & (size - 1) == 0:
+        return index & (size - 1)
+    return (index & UINT32_MASK) % size
 
 
 def hash_grid_reference(x: torch.Tensor, table: torch.Tensor, spec: HashGridSpec,

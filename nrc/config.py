@@ -1,0 +1,140 @@
+"""Configuration of an NRC run, as dataclasses that round-trip through ``config.json``.
+
+A run's config has two halves: the architecture (``model`` + ``sampler`` + the scenes' frames
+of reference), which must match a checkpoint exactly, and the schedule (``train``), where
+only ``steps`` may change between a run and its resumption.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+
+@dataclass
+class HashGridConfig:
+    n_levels: int = 16
+    n_features_per_level: int = 2
+    log2_hashmap_size: int = 19
+    base_resolution: int = 16
+    finest_resolution: int = 2048  # over the contracted cube [-2, 2]^3 (the foreground is its inner half)
+    interpolation: str = "Linear"
+
+    def tcnn(self) -> dict:
+        """tiny-cuda-nn style dict for ``nrc.hashgrid.HashGridEncoding``."""
+        scale = math.exp((math.log(self.finest_resolution) - math.log(self.base_resolution)) / max(1, self.n_levels - 1))
+        return {"otype": "HashGrid", "n_levels": self.n_levels, "n_features_per_level": self.n_features_per_level,
+                "log2_hashmap_size": self.log2_hashmap_size, "base_resolution": self.base_resolution,
+                "per_level_scale": scale, "interpolation": self.interpolation}
+
+
+@dataclass
+class ModelConfig:
+    hashgrid: HashGridConfig = field(default_factory=HashGridConfig)
+    feature_hidden: int = 64  # MLP from hash features to the per-point feature that picks a code
+    n_codes: int = 16  # K: the codebook size (an upper bound: the gates learn how many are used)
+    code_dim: int = 16
+    variation_bound: float = 0.5  # |offset| per dimension, in code units: keeps a point near its code
+    assign_temperature: float = 1.0  # softmax temperature of the straight-through assignment
+    decoder_hidden: int = 64
+    geo_dim: int = 15  # density-MLP features passed to the colour MLP
+    color_hidden: int = 64
+
+
+@dataclass
+class SamplerConfig:
+    n_samples: int = 128  # per ray, uniform in the contraction's s-space
+    near: float = 0.01  # in units of the scene radius
+    far: float = 1000.0  # in units of the scene radius (s-space reaches 2 - 1/far)
+    occupancy_resolution: int = 128  # cells per side over the contracted cube
+    occupancy_alpha_threshold: float = 0.01  # a cell is skipped when its opacity over one step is below
+    occupancy_update_every: int = 16
+    occupancy_warmup: int = 256  # steps before the grid starts skipping anything
+    occupancy_decay: float = 0.95
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 5000
+    batch_rays: int = 8192
+    lr: float = 1e-2
+    lr_final_fraction: float = 0.1  # exponential decay to lr * this at the last step
+    gate_penalty: float = 1e-3  # per active-code weight: the price of using one more code
+    commitment: float = 0.25  # VQ commitment (features pull towards their code)
+    codebook_loss: float = 1.0  # VQ codebook loss (codes pull towards their features)
+    code_restart_every: int = 100  # re-seed unused codes on surface features this often ...
+    code_restart_until: float = 0.5  # ... during this fraction of training (then gates decide)
+    save_every: int = 250
+    log_every: int = 25
+    preview_every: int = 1000  # held-out render PNG
+    holdout_every: int = 8  # frames i with i % holdout_every == 0 are held out (never trained on)
+    image_height: int | None = None  # synthetic worlds: render height; None = the video's size
+    seed: int = 0
+    mixed_precision: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    chunk_rays: int = 4096  # rays per chunk when rendering whole images
+
+
+@dataclass
+class SceneFrame:
+    """Where a scene lives and its frame of reference (normalised = (x - center) / radius)."""
+
+    source: str
+    center: list[float]
+    radius: float
+
+
+@dataclass
+class NRCConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    scenes: list[SceneFrame] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NRCConfig":
+        model = dict(d.get("model", {}))
+        model["hashgrid"] = _build(HashGridConfig, model.get("hashgrid", {}))
+        return cls(model=_build(ModelConfig, model), sampler=_build(SamplerConfig, d.get("sampler", {})),
+                   train=_build(TrainConfig, d.get("train", {})),
+                   scenes=[_build(SceneFrame, s) for s in d.get("scenes", [])])
+
+    def architecture(self) -> dict:
+        """What a checkpoint's tensors and meaning depend on."""
+        return {"model": asdict(self.model), "sampler": asdict(self.sampler),
+                "scenes": [asdict(s) for s in self.scenes]}
+
+
+def _build(cls, d: dict):
+    known = {f.name for f in fields(cls)}
+    unknown = set(d) - known
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} key(s): {sorted(unknown)}")
+    return cls(**d)
+
+
+def preset(name: str) -> NRCConfig:
+    """Named starting points. "gpu": the 5-minute H100 config; "cpu": minutes on a laptop;
+    "tiny": seconds, for tests (32x64 equirect frames)."""
+    if name == "gpu":
+        return NRCConfig()
+    if name == "cpu":
+        return NRCConfig(
+            model=ModelConfig(hashgrid=HashGridConfig(n_levels=12, log2_hashmap_size=17, finest_resolution=1024),
+                              decoder_hidden=64, color_hidden=64),
+            sampler=SamplerConfig(n_samples=64, occupancy_resolution=64, occupancy_warmup=128),
+            train=TrainConfig(steps=2000, batch_rays=2048, image_height=128, save_every=200, preview_every=500))
+    if name == "tiny":
+        return NRCConfig(
+            model=ModelConfig(hashgrid=HashGridConfig(n_levels=8, log2_hashmap_size=14, base_resolution=8,
+                                                      finest_resolution=256),
+                              feature_hidden=32, n_codes=8, code_dim=8, decoder_hidden=32, geo_dim=7, color_hidden=32),
+            sampler=SamplerConfig(n_samples=48, occupancy_resolution=32, occupancy_update_every=8, occupancy_warmup=64),
+            train=TrainConfig(steps=300, batch_rays=1024, image_height=32, save_every=100, log_every=10,
+                              code_restart_every=20, lr_final_fraction=0.5,
+                              preview_every=300, chunk_rays=2048))
+    raise ValueError(f"unknown preset {name!r} (gpu, cpu, tiny)")
+
+
+PRESETS = ("gpu", "cpu", "tiny")

@@ -1,0 +1,126 @@
+"""The radiance field: per-scene hash-grid features -> shared codebook -> shared decoder.
+
+``NRCModel`` holds one ``SceneEncoder`` per scene of a run (hash grid, feature MLP, frame of
+reference, occupancy grid) and one codebook and decoder shared by all of them, so a code
+means the same kind of stuff in every scene. Points are given in each scene's normalised
+coordinates (see ``nrc.sampling``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from nrc.codebook import Assignment, Codebook
+from nrc.config import ModelConfig, NRCConfig, SamplerConfig, SceneFrame
+from nrc.hashgrid import HashGridEncoding
+from nrc.sampling import OccupancyGrid, unit_cube_from_normalised
+
+
+class _TruncExp(torch.autograd.Function):
+    """exp with its gradient clamped (instant-ngp): density can grow fast without exploding."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.exp(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * torch.exp(x.clamp(-15, 15))
+
+
+def trunc_exp(x: torch.Tensor) -> torch.Tensor:
+    return _TruncExp.apply(x.float())
+
+
+def spherical_harmonics_deg2(d: torch.Tensor) -> torch.Tensor:
+    """Real SH basis up to degree 2 (9 values) of unit directions (..., 3)."""
+    x, y, z = d.unbind(-1)
+    return torch.stack([
+        torch.full_like(x, 0.28209479177387814),
+        -0.48860251190291987 * y, 0.48860251190291987 * z, -0.48860251190291987 * x,
+        1.0925484305920792 * x * y, -1.0925484305920792 * y * z, 0.94617469575755997 * z * z - 0.31539156525251999,
+        -1.0925484305920792 * x * z, 0.54627421529603959 * (x * x - y * y),
+    ], -1)
+
+
+def _mlp(sizes: list[int]) -> nn.Sequential:
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class SceneEncoder(nn.Module):
+    """Hash-grid features of one scene, and where the scene sits in the world."""
+
+    def __init__(self, frame: SceneFrame, model: ModelConfig, sampler: SamplerConfig, backend: str = "auto"):
+        super().__init__()
+        self.hashgrid = HashGridEncoding(3, model.hashgrid.tcnn(), backend=backend)
+        self.mlp = _mlp([self.hashgrid.n_output_dims, model.feature_hidden, model.code_dim])
+        self.register_buffer("center", torch.tensor(frame.center, dtype=torch.float32))
+        self.register_buffer("radius", torch.tensor(float(frame.radius)))
+        self.occupancy = OccupancyGrid(sampler.occupancy_resolution)
+
+    def normalise(self, x_world: torch.Tensor) -> torch.Tensor:
+        return (x_world - self.center) / self.radius
+
+    def forward(self, x_normalised: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.hashgrid(unit_cube_from_normalised(x_normalised).float()))
+
+
+class Decoder(nn.Module):
+    """Code latent -> density and geometry features; + view direction -> colour."""
+
+    def __init__(self, model: ModelConfig):
+        super().__init__()
+        self.density_mlp = _mlp([model.code_dim, model.decoder_hidden, 1 + model.geo_dim])
+        self.color_mlp = _mlp([model.geo_dim + 9, model.color_hidden, model.color_hidden, 3])
+
+    def density(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.density_mlp(latent)
+        # +1: about one e-folding of opacity per scene radius at the start, so the first
+        # gradients reach the foreground instead of painting colour on the far shell.
+        return trunc_exp(out[..., 0] + 1.0), out[..., 1:]
+
+    def color(self, geo: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+        sh = spherical_harmonics_deg2(directions).to(geo.dtype)
+        return torch.sigmoid(self.color_mlp(torch.cat([geo, sh], -1)).float())
+
+
+@dataclass
+class FieldOutput:
+    sigma: torch.Tensor  # (N,) density per scene radius
+    rgb: torch.Tensor | None  # (N, 3) in [0, 1]
+    assignment: Assignment
+
+
+class NRCModel(nn.Module):
+    def __init__(self, config: NRCConfig, backend: str = "auto"):
+        super().__init__()
+        if not config.scenes:
+            raise ValueError("an NRC model needs at least one scene frame")
+        m = config.model
+        self.config = config
+        self.encoders = nn.ModuleList(SceneEncoder(f, m, config.sampler, backend) for f in config.scenes)
+        self.codebook = Codebook(m.n_codes, m.code_dim, m.variation_bound, m.assign_temperature)
+        self.decoder = Decoder(m)
+
+    @property
+    def n_scenes(self) -> int:
+        return len(self.encoders)
+
+    def query(self, scene: int, x_normalised: torch.Tensor, directions: torch.Tensor | None) -> FieldOutput:
+        """Density, colour (when ``directions`` are given) and code assignment at points."""
+        assignment = self.codebook(self.encoders[scene](x_normalised))
+        sigma, geo = self.decoder.density(assignment.latent)
+        rgb = None if directions is None else self.decoder.color(geo, directions)
+        return FieldOutput(sigma, rgb, assignment)
+
+    def density(self, scene: int, x_normalised: torch.Tensor) -> torch.Tensor:
+        return self.query(scene, x_normalised, None).sigma

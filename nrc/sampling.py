@@ -1,0 +1,105 @@
+"""Where to evaluate the field: scene contraction, samples along rays, occupancy grid.
+
+Coordinates: a scene is normalised by its ``SceneFrame`` (``x_n = (x - center) / radius``),
+then contracted mip-NeRF-360 style with the L-infinity norm, so all of space maps into the
+cube [-2, 2]^3 (the foreground cube |x_n| <= 1 unchanged, the rest squeezed into the shell).
+The hash grid reads ``(contract(x_n) + 2) / 4`` in [0, 1]^3.
+
+Samples along a ray are uniform in "s-space", ``s = t`` for ``t <= 1`` and ``s = 2 - 1/t``
+beyond (t in scene radii), i.e. linear in distance nearby and linear in disparity far away:
+the same spacing the contraction gives space, so far content costs no more samples than near.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def contract(x: torch.Tensor) -> torch.Tensor:
+    """Normalised points (..., 3) -> contracted points in [-2, 2]^3 (L-inf norm)."""
+    n = x.abs().amax(-1, keepdim=True).clamp_min(1e-12)
+    return torch.where(n <= 1, x, (2 - 1 / n) * x / n)
+
+
+def uncontract(y: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`contract` for |y|_inf < 2."""
+    n = y.abs().amax(-1, keepdim=True).clamp_min(1e-12)
+    return torch.where(n <= 1, y, y / (n * (2 - n).clamp_min(1e-6)))
+
+
+def unit_cube_from_normalised(x: torch.Tensor) -> torch.Tensor:
+    """Normalised points -> hash-grid input in [0, 1]^3."""
+    return ((contract(x) + 2) / 4).clamp(0, 1)
+
+
+def t_from_s(s: torch.Tensor) -> torch.Tensor:
+    return torch.where(s <= 1, s, 1 / (2 - s).clamp_min(1e-9))
+
+
+def s_from_t(t: torch.Tensor) -> torch.Tensor:
+    return torch.where(t <= 1, t, 2 - 1 / t.clamp_min(1e-9))
+
+
+def sample_along_rays(n_rays: int, n_samples: int, near: float, far: float, *, stratified: bool,
+                      generator: torch.Generator | None = None, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Interval edges (R, N+1) and midpoints (R, N) as distances in scene radii.
+
+    ``stratified`` jitters each interval (training); otherwise samples sit at interval centres.
+    """
+    s0, s1 = float(s_from_t(torch.tensor(near))), float(s_from_t(torch.tensor(far)))
+    edges = torch.linspace(s0, s1, n_samples + 1, device=device).expand(n_rays, n_samples + 1)
+    if stratified:
+        u = torch.rand(n_rays, n_samples, generator=generator, device=generator.device if generator else device).to(edges)
+    else:
+        u = torch.full((n_rays, n_samples), 0.5, device=edges.device)
+    mids = edges[:, :-1] + (edges[:, 1:] - edges[:, :-1]) * u
+    return t_from_s(edges), t_from_s(mids)
+
+
+class OccupancyGrid(torch.nn.Module):
+    """Which cells of the contracted cube hold any density (instant-ngp's bitfield, one cascade:
+    the contraction already folds unbounded space into the cube).
+
+    ``density_ema`` keeps a decaying max of the density seen in each cell; ``occupied`` marks
+    cells whose opacity over one sampling step exceeds the threshold. Until the first update
+    every cell counts as occupied.
+    """
+
+    def __init__(self, resolution: int):
+        super().__init__()
+        self.resolution = resolution
+        self.register_buffer("density_ema", torch.zeros(resolution**3))
+        self.register_buffer("occupied", torch.ones(resolution**3, dtype=torch.bool))
+
+    def cell_index(self, contracted: torch.Tensor) -> torch.Tensor:
+        r = self.resolution
+        ijk = ((contracted + 2) / 4 * r).long().clamp(0, r - 1)
+        return (ijk[..., 0] * r + ijk[..., 1]) * r + ijk[..., 2]
+
+    def query(self, normalised_points: torch.Tensor) -> torch.Tensor:
+        """Bool mask (...,): True where a point's cell may hold density."""
+        return self.occupied[self.cell_index(contract(normalised_points))]
+
+    def cell_samples(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One jittered normalised point per cell, (R^3, 3), in cell order."""
+        r = self.resolution
+        device = self.density_ema.device
+        idx = torch.arange(r**3, device=device)
+        ijk = torch.stack([idx // (r * r), (idx // r) % r, idx % r], -1).float()
+        jitter = torch.rand(r**3, 3, generator=generator, device=generator.device if generator else device).to(device)
+        contracted = ((ijk + jitter) / r * 4 - 2).clamp(-2 + 1e-4, 2 - 1e-4)
+        return uncontract(contracted)
+
+    @torch.no_grad()
+    def update(self, density_fn, step_size: float, alpha_threshold: float, decay: float,
+               generator: torch.Generator | None = None, chunk: int = 1 << 18) -> None:
+        """Re-estimate every cell from ``density_fn(normalised_points) -> (N,)``."""
+        points = self.cell_samples(generator)
+        sigma = torch.cat([density_fn(points[i:i + chunk]).float() for i in range(0, len(points), chunk)])
+        self.density_ema.copy_(torch.maximum(self.density_ema * decay, sigma))
+        # Never demand more than the mean: early in training everything is faint.
+        sigma_threshold = -torch.log1p(torch.tensor(-alpha_threshold)) / step_size
+        threshold = torch.minimum(sigma_threshold.to(self.density_ema), self.density_ema.mean())
+        self.occupied.copy_(self.density_ema > threshold)
+
+    def occupied_fraction(self) -> float:
+        return float(self.occupied.float().mean())

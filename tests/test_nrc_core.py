@@ -1,0 +1,172 @@
+"""NRC building blocks: each fast path against its reference, plus the metrics."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ingest import conventions as cv
+from nrc.codebook import Codebook, assignment_logits, nearest_code_reference
+from nrc.config import SceneFrame, preset
+from nrc.data import Camera, camera_rays, pixel_solid_angle_weights
+from nrc.field import NRCModel
+from nrc.metrics import (adjusted_rand_index, adjusted_rand_index_reference, chamfer_distance, foreground_ari,
+                         psnr)
+from nrc.rendering import render_rays, render_view, volume_weights, volume_weights_reference
+from nrc.sampling import OccupancyGrid, contract, s_from_t, sample_along_rays, t_from_s, uncontract
+
+torch.set_num_threads(2)
+
+
+def tiny_model(seed: int = 0, **sampler) -> NRCModel:
+    torch.manual_seed(seed)
+    config = preset("tiny")
+    config.model.hashgrid.n_levels = 4
+    for k, v in sampler.items():
+        setattr(config.sampler, k, v)
+    config.scenes = [SceneFrame("test", [0.0, 0.0, 0.0], 2.0)]
+    return NRCModel(config, backend="torch")
+
+
+def test_volume_weights_match_front_to_back_loop():
+    g = torch.Generator().manual_seed(0)
+    sigma = torch.rand(64, 40, generator=g) * torch.tensor([0.0, 5.0, 50.0]).repeat_interleave(64 // 3 + 1)[:64, None]
+    deltas = torch.rand(64, 40, generator=g) * 0.1
+    fast, ref = volume_weights(sigma, deltas), volume_weights_reference(sigma, deltas)
+    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-6)
+    assert float(fast.sum(1).max()) <= 1 + 1e-5
+    # An opaque first sample takes all the weight.
+    opaque = volume_weights(torch.tensor([[1e4, 1.0, 1.0]]), torch.ones(1, 3))
+    torch.testing.assert_close(opaque, torch.tensor([[1.0, 0.0, 0.0]]))
+
+
+def test_contraction_is_inverted_and_bounded():
+    x = torch.randn(2000, 3, dtype=torch.float64) * torch.logspace(-2, 3, 2000, dtype=torch.float64)[:, None]
+    y = contract(x)
+    assert float(y.abs().max()) < 2
+    inner = x.abs().amax(-1) <= 1
+    torch.testing.assert_close(y[inner], x[inner])
+    ok = y.abs().amax(-1) < 1.999  # far points lose precision near the cube's edge
+    torch.testing.assert_close(uncontract(y[ok]), x[ok], rtol=1e-6, atol=1e-9)
+
+
+def test_s_space_samples_are_ordered_and_reach_far():
+    t = torch.logspace(-3, 3, 100, dtype=torch.float64)
+    torch.testing.assert_close(t_from_s(s_from_t(t)), t, rtol=1e-5, atol=0)
+    edges, mids = sample_along_rays(8, 16, 0.01, 1000.0, stratified=True, generator=torch.Generator().manual_seed(1))
+    assert torch.all(edges[:, 1:] > edges[:, :-1])
+    assert torch.all((mids > edges[:, :-1]) & (mids < edges[:, 1:]))
+    assert math.isclose(float(edges[0, 0]), 0.01, rel_tol=1e-5) and math.isclose(float(edges[0, -1]), 1000.0, rel_tol=1e-3)
+    # Linear in distance inside the foreground, linear in disparity outside: half the samples each.
+    assert int((mids[0] <= 1).sum()) in (7, 8, 9)
+
+
+def test_assignment_logits_match_per_code_reference():
+    g = torch.Generator().manual_seed(2)
+    h, codes, log_gates = torch.randn(100, 8, generator=g), torch.randn(6, 8, generator=g), -torch.rand(6, generator=g)
+    torch.testing.assert_close(assignment_logits(h, codes, log_gates, 0.5),
+                               nearest_code_reference(h, codes, log_gates, 0.5), rtol=1e-4, atol=1e-4)
+
+
+def test_codebook_straight_through_and_gates():
+    torch.manual_seed(0)
+    book = Codebook(n_codes=5, code_dim=4, variation_bound=0.25)
+    h = book.codes.detach()[torch.tensor([0, 1, 2, 3, 4, 2])] + 0.01 * torch.randn(6, 4)
+    h.requires_grad_(True)
+    book.train()
+    out = book(h)
+    assert out.index.tolist() == [0, 1, 2, 3, 4, 2]  # nearest code wins
+    # Forward value is the hard code plus a bounded offset ...
+    assert float((out.latent - book.codes[out.index]).detach().abs().max()) <= 0.25 + 1e-6
+    # ... and gradients reach the features, the codes and the gates through the soft path.
+    (out.latent.sum() + out.probs[:, 0].sum()).backward()
+    assert h.grad is not None and float(h.grad.abs().sum()) > 0
+    assert float(book.gate_logits.grad.abs().sum()) > 0 and float(book.codes.grad.abs().sum()) > 0
+    # A closed gate never wins, even for a feature sitting on its code.
+    with torch.no_grad():
+        book.gate_logits[2] = -10.0
+    book.eval()
+    assert 2 not in book(h.detach()).index.tolist()
+    assert int(book.active().sum()) == 4
+
+
+def test_occupancy_culling_matches_full_evaluation():
+    model = tiny_model(n_samples=32, occupancy_resolution=16).eval()
+    query = model.query
+
+    def ball_only(scene, x, directions):  # density only inside a ball: most cells are empty
+        out = query(scene, x, directions)
+        out.sigma = out.sigma * (x.norm(dim=-1) < 0.5)
+        return out
+
+    model.query = ball_only
+    torch.manual_seed(0)
+    origins = torch.randn(128, 3) * 0.2
+    dirs = torch.nn.functional.normalize(torch.randn(128, 3), dim=-1)
+    with torch.no_grad():
+        full = render_rays(model, 0, origins, dirs, use_occupancy=False, outputs=("rgb", "depth", "codes"))
+        grid = model.encoders[0].occupancy
+        _, t_mid = sample_along_rays(128, 32, model.config.sampler.near, model.config.sampler.far, stratified=False)
+        pts = (model.encoders[0].normalise(origins)[:, None] + dirs[:, None] * t_mid[..., None]).reshape(-1, 3)
+        occupied = torch.zeros_like(grid.occupied)
+        occupied[grid.cell_index(contract(pts))[model.density(0, pts) > 0]] = True
+        grid.occupied.copy_(occupied)
+        culled = render_rays(model, 0, origins, dirs, outputs=("rgb", "depth", "codes"))
+    assert culled["n_evaluated"] < full["n_evaluated"] / 2
+    for k in ("rgb", "depth", "codes"):
+        torch.testing.assert_close(culled[k], full[k], rtol=1e-5, atol=1e-6)
+
+
+def test_occupancy_update_marks_dense_cells():
+    grid = OccupancyGrid(8)
+    # Density only inside the unit ball of normalised space.
+    grid.update(lambda x: (x.norm(dim=-1) < 1.0).float() * 100, step_size=0.02, alpha_threshold=0.01, decay=0.95,
+                generator=torch.Generator().manual_seed(0))
+    assert bool(grid.query(torch.zeros(1, 3))[0])
+    assert not bool(grid.query(torch.tensor([[5.0, 5.0, 5.0]]))[0])
+    assert 0 < grid.occupied_fraction() < 0.2
+
+
+def test_render_view_is_chunk_invariant_and_shaped():
+    model = tiny_model(n_samples=16)
+    c2w = cv.make_pose(cv.rotation_from_ypr(np.float64(0.3), np.float64(0.1), np.float64(0)), np.array([0.1, 0, 0]))
+    a = render_view(model, c2w, 8, chunk=37)
+    b = render_view(model, c2w, (8, 16), chunk=10_000)
+    assert a["rgb"].shape == (8, 16, 3) and a["depth"].shape == (8, 16) and a["codes"].shape == (8, 16, 8)
+    assert a["segmentation"].shape == (8, 16)
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-5)
+    K = cv.Intrinsics.from_fov(12, 10, 60)
+    assert render_view(model, c2w, K, outputs=("rgb",))["rgb"].shape == (10, 12, 3)
+    with pytest.raises(ValueError, match="unknown outputs"):
+        render_view(model, c2w, 8, outputs=("normals",))
+
+
+def test_equirect_rays_follow_conventions():
+    cam = Camera.equirect(np.eye(4), 4)
+    origins, dirs = camera_rays(cam)
+    np.testing.assert_allclose(dirs.reshape(4, 8, 3), cv.equirect_directions(4, 8), atol=1e-12)
+    w = pixel_solid_angle_weights(cam).reshape(4, 8)
+    assert w[0, 0] < w[1, 0] and np.allclose(w[0], w[3])  # poles weigh less, symmetric about the equator
+
+
+def test_ari_matches_pair_counting_reference():
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        a, b = rng.integers(0, 4, 60), rng.integers(0, 3, 60)
+        assert math.isclose(adjusted_rand_index(a, b), adjusted_rand_index_reference(a, b), abs_tol=1e-12)
+    a = rng.integers(0, 5, 200)
+    assert adjusted_rand_index(a, (a + 3) % 5) == pytest.approx(1.0)  # label names do not matter
+    assert abs(adjusted_rand_index(a, rng.integers(0, 5, 200))) < 0.1
+    ids = np.array([0, 0, 0, 1, 1, 2, 2])
+    assert foreground_ari(ids, np.array([5, 6, 7, 1, 1, 2, 2])) == pytest.approx(1.0)  # background ignored
+
+
+def test_psnr_and_chamfer():
+    img = np.zeros((4, 4, 3))
+    assert psnr(img + 0.1, img) == pytest.approx(20.0)
+    a = np.stack(np.meshgrid(*[np.arange(8) * 0.1] * 3, indexing="ij"), -1).reshape(-1, 3)
+    assert chamfer_distance(a, a) == 0.0
+    assert chamfer_distance(a, a + [0.01, 0, 0]) == pytest.approx(0.01, rel=1e-6)
