@@ -82,8 +82,16 @@ def extract_meshes(model: NRCModel, scene: int = 0, resolution: int = 128, level
     frame = model.config.scenes[scene]
     center, radius = np.asarray(frame.center, float), float(frame.radius)
     lo, hi = (center - radius, center + radius) if bounds is None else map(np.asarray, bounds)
+    user_level = level is not None
     level = default_level(model) if level is None else float(level)
     sigma, index = sample_grid(model, scene, resolution, lo, hi)
+    if not user_level and not (sigma.min() < level < sigma.max()):
+        # A briefly trained field may never reach the principled level; a high quantile still
+        # outlines what it has learned. Said loudly, because the surface then means less.
+        fallback = float(np.quantile(sigma, 0.9))
+        print(f"nrc export-mesh: no density reaches the default level {level:.3g}; "
+              f"using the 90th-percentile density {fallback:.3g} instead (set --level to choose)", flush=True)
+        level = fallback
     volumes = {"scene": sigma}
     if per_code:
         volumes = {f"code_{k:02d}": np.where(index == k, sigma, 0.0) for k in np.unique(index)}

@@ -21,7 +21,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 @pytest.fixture(scope="module")
 def nrc_run(tiny_world, tmp_path_factory):
     run = tmp_path_factory.mktemp("viewer") / "run"
-    assert odin_main(["nrc", "fit", str(tiny_world.root), "--out", str(run), "--preset", "tiny", "--steps", "6",
+    assert odin_main(["nrc", "fit", str(tiny_world.root), "--out", str(run), "--preset", "tiny", "--steps", "40",
                       "--height", "32", "--device", "cpu"]) == 0
     return run
 
@@ -58,6 +58,7 @@ def test_viewer_in_headless_chromium(nrc_run, tmp_path):
 
     app = ViewerApp(nrc_run, host="127.0.0.1", port=free_port(), preview_height=24, full_height=48)
     app.path_name.value = str(tmp_path / "camera_path.json")
+    app.set_cameras_visible(False)  # judge the rendered background alone
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=[
@@ -69,6 +70,14 @@ def test_viewer_in_headless_chromium(nrc_run, tmp_path):
             first = screenshot(page, "loaded")
             assert first.std() > 5, "the canvas is blank"
             assert sum(r.frames_published for r in app.renderers.values()) >= 1
+
+            app.mode.value = "depth"  # the toggle re-renders every tab with the depth colormap
+            page.wait_for_timeout(2500)
+            depth = screenshot(page, "depth")
+            assert np.abs(depth.astype(float) - first).mean() > 5, "switching to depth did not change the image"
+            app.mode.value = "rgb"
+            page.wait_for_timeout(2500)
+            first = screenshot(page, "rgb")
 
             page.get_by_role("button", name="Record keyframe").click()
             drag(page, 150)

@@ -64,7 +64,7 @@ class ViewerApp:
         self.status = gui.add_markdown("Ready.")
         self.mode.on_update(lambda _: self._rerender_all())
         self.show_mesh.on_update(lambda _: self._set_mesh_visible(self.show_mesh.value))
-        self.show_cameras.on_update(lambda _: [setattr(f, "visible", self.show_cameras.value) for f in self.frustums])
+        self.show_cameras.on_update(lambda _: self.set_cameras_visible(self.show_cameras.value))
         self.record.on_click(self._on_record)
         self.save.on_click(lambda _: self.save_camera_path())
         self.render_mp4.on_click(lambda _: threading.Thread(target=self.render_camera_path, daemon=True).start())
@@ -83,7 +83,7 @@ class ViewerApp:
             fov = 2 * np.arctan(0.5 * view.height / view.fy) if view.fy else np.pi / 2
             q = cv.quaternion_from_rotation(view.c2w[:3, :3])
             self.frustums.append(self.server.scene.add_camera_frustum(
-                f"/cameras/{i}", fov=float(fov), aspect=view.width / view.height, scale=0.15 * self.nrc.scene_scale,
+                f"/cameras/{i}", fov=float(fov), aspect=view.width / view.height, scale=0.04 * self.nrc.scene_scale,
                 wxyz=q, position=view.c2w[:3, 3], color=(240, 120, 40)))
         self.mesh_handle = None
         if self.nrc.mesh_path is not None:
@@ -91,6 +91,10 @@ class ViewerApp:
 
             self.mesh_handle = self.server.scene.add_mesh_trimesh("/mesh", trimesh.load(self.nrc.mesh_path, force="mesh"))
             self.mesh_handle.visible = False
+
+    def set_cameras_visible(self, visible: bool) -> None:
+        for frustum in self.frustums:
+            frustum.visible = visible
 
     def _set_mesh_visible(self, visible: bool) -> None:
         if self.mesh_handle is not None:

@@ -32,18 +32,20 @@ class DemoSizes:
     view_size: int = 128
     window: int = 6
     sfm_frames: int = 24
-    nrc_preset: str = "cpu"
+    nrc_preset: str = "tiny"
     nrc_seconds: float = 150.0
-    nrc_height: int = 64
+    nrc_height: int = 48
     odin_minutes: float = 2.0
     odin_resolution: int = 32
-    render_height: int = 96
+    render_height: int = 48
+    render_frames: int = 24
+    mesh_resolution: int = 64
 
     @classmethod
     def gpu(cls) -> "DemoSizes":
         return cls(synth_seconds=40.0, synth_fps=10.0, synth_width=1024, ingest_fps=2.0, view_size=256, window=20,
                    sfm_frames=80, nrc_preset="gpu", nrc_seconds=300.0, nrc_height=256, odin_minutes=20.0,
-                   odin_resolution=128, render_height=512)
+                   odin_resolution=128, render_height=512, render_frames=96, mesh_resolution=256)
 
 
 def _stage(name: str, done: Path, argv: list[str], log: list[str], before=None) -> None:
@@ -122,16 +124,16 @@ def run_demo(out: str | Path, video: str | Path | None = None, gpu: bool = False
 
         frame = read_config(run).scenes[0]
         center, radius = np.asarray(frame.center, np.float64), float(frame.radius)
-        write_camera_path(camera_path, orbit_camera_path(center, 0.3 * radius, 48), width=sizes.render_height * 4 // 3,
+        write_camera_path(camera_path, orbit_camera_path(center, 0.3 * radius, sizes.render_frames), width=sizes.render_height * 4 // 3,
                           height=sizes.render_height, fov_y_deg=60.0, fps=12)
     flythrough = out / "flythrough.mp4"
     _stage("render", flythrough, ["nrc", "render", str(run), "--camera-path", str(camera_path), "--out", str(flythrough),
                                   *device], log)
     mesh = out / "mesh.ply"
-    _stage("export mesh", mesh, ["nrc", "export-mesh", str(run), "--out", str(mesh), "--resolution", "96", *device], log)
+    _stage("export mesh", mesh, ["nrc", "export-mesh", str(run), "--out", str(mesh), "--resolution", str(sizes.mesh_resolution), *device], log)
     odin_run = out / "odin_run"
     _stage("odin train", odin_run / "checkpoints" / "latest.json", ["train", str(pairs), "--out", str(odin_run), "--tiny", "--resolution",
-                                                    str(sizes.odin_resolution), "--max-minutes", str(sizes.odin_minutes)]
+                                                    str(sizes.odin_resolution), "--max-minutes", str(sizes.odin_minutes), "--max-steps", "100000"]
            + ([] if gpu else ["--quiet"]), log)
     imagined = out / "odin_trajectory"
     source = out / "odin_source.png"
