@@ -77,14 +77,25 @@ class ViewerApp:
             if self.nrc.training_views:
                 self.set_odin_source(0)
 
+    def _frustum_scale(self) -> float:
+        """Half the typical spacing between camera centres: neighbours' frustums do not overlap."""
+        centers = np.unique(np.round([v.c2w[:3, 3] for v in self.nrc.training_views], 6), axis=0)
+        if len(centers) < 2:
+            return 0.04 * self.nrc.scene_scale
+        gaps = np.linalg.norm(centers[:, None] - centers[None], axis=-1) + np.eye(len(centers)) * 1e9
+        return float(min(0.04 * self.nrc.scene_scale, 0.5 * np.median(gaps.min(axis=1))))
+
     def _add_scene(self) -> None:
         self.frustums = []
+        scale = self._frustum_scale() if self.nrc.training_views else 0.0
         for i, view in enumerate(self.nrc.training_views):
             fov = 2 * np.arctan(0.5 * view.height / view.fy) if view.fy else np.pi / 2
             q = cv.quaternion_from_rotation(view.c2w[:3, :3])
             self.frustums.append(self.server.scene.add_camera_frustum(
-                f"/cameras/{i}", fov=float(fov), aspect=view.width / view.height, scale=0.04 * self.nrc.scene_scale,
-                wxyz=q, position=view.c2w[:3, 3], color=(240, 120, 40)))
+                f"/cameras/{i}", fov=float(fov), aspect=view.width / view.height, scale=scale,
+                wxyz=q, position=view.c2w[:3, 3], color=(240, 120, 40),
+                thickness=1.5, thickness_units="screen"))
+        self.frustum_scale = scale
         self.mesh_handle = None
         if self.nrc.mesh_path is not None:
             import trimesh
@@ -120,7 +131,9 @@ class ViewerApp:
         renderer = ProgressiveRenderer(self._render_request, publish, self.preview_height, self.full_height)
         with self._lock:
             self.renderers[client.client_id] = renderer
-        start = self.nrc.initial_pose()
+        # Start a little behind the first training camera so its frustum (and neighbours) are in view.
+        start = self.nrc.initial_pose().copy()
+        start[:3, 3] -= 4 * getattr(self, "frustum_scale", 0.0) * start[:3, 2]
         client.camera.position, client.camera.wxyz = start[:3, 3], cv.quaternion_from_rotation(start[:3, :3])
 
         @client.camera.on_update
