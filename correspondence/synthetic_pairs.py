@@ -13,12 +13,12 @@ import numpy as np
 from correspondence.pairs_io import PairRecord, PairsWriter
 from ingest import conventions as cv
 from ingest.synth import SyntheticWorld, render_perspective
+from ingest.views import rotation_frame_from_view
 
 
 def view_pose(c2w_frame: np.ndarray, yaw_deg: float, pitch_deg: float) -> np.ndarray:
     """Camera-to-world of a perspective view at (yaw, pitch) inside an equirectangular frame."""
-    R = cv.rotation_from_ypr(np.float64(math.radians(yaw_deg)), np.float64(math.radians(pitch_deg)), np.float64(0))
-    return c2w_frame @ cv.make_pose(R, np.zeros(3))
+    return c2w_frame @ cv.make_pose(rotation_frame_from_view(yaw_deg, pitch_deg), np.zeros(3))
 
 
 def covisible_fraction(depth_src: np.ndarray, c2w_src: np.ndarray, K_src: cv.Intrinsics,
