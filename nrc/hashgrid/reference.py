@@ -34,19 +34,22 @@ def interpolation_weight(frac: torch.Tensor, smoothstep: bool) -> torch.Tensor:
     return frac * frac * (3 - 2 * frac) if smoothstep else frac
 
 
-def level_index(corners: torch.Tensor, spec: HashGridSpec, level: int) -> torch.Tensor:
-    """Entry (within the level) of integer corner coordinates (..., D), with uint32 wrap-around."""
-    index = torch.zeros_like(corners[..., 0])
+def axis_terms(coords: torch.Tensor, spec: HashGridSpec, level: int) -> torch.Tensor:
+    """Per-axis contributions (..., D, k) to a corner's index: ``coord * stride`` for dense
+    levels (summed over axes), ``coord * prime`` for hashed ones (XOR-ed over axes).
+
+    Both combine axis by axis, so the 2^D corners of a cell need only the 2 values per axis."""
     if spec.dense[level]:
-        stride = 1
-        for d in range(spec.n_input_dims):
-            index = (index + corners[..., d] * stride) & UINT32_MASK
-            stride *= spec.resolutions[level]
-        return index % spec.sizes[level]
-    for d in range(spec.n_input_dims):
-        index = index ^ (corners[..., d] * HASH_PRIMES[d])
+        strides = [spec.resolutions[level] ** d for d in range(spec.n_input_dims)]
+    else:
+        strides = list(HASH_PRIMES[:spec.n_input_dims])
+    factors = torch.tensor(strides, dtype=torch.int64, device=coords.device).view(-1, 1)
+    return coords * factors
+
+
+def wrap_index(index: torch.Tensor, spec: HashGridSpec, level: int) -> torch.Tensor:
     size = spec.sizes[level]
-    # Only the low 32 bits matter (tcnn hashes in uint32); for a power-of-two table the modulo
+    # Only the low 32 bits matter (tcnn indexes in uint32); for a power-of-two table the modulo
     # is a mask, which also drops the high bits in one step.
     if size & (size - 1) == 0:
         return index & (size - 1)
@@ -60,6 +63,10 @@ def hash_grid_reference(x: torch.Tensor, table: torch.Tensor, spec: HashGridSpec
     Gathers and sums in float32 (float64 when ``x`` is float64), so an fp16 table is read in
     half precision but accumulated - and its gradient accumulated - in float32. The output has
     the table's dtype.
+
+    Per level and axis, the two candidate corner coordinates (cell, cell + 1) give two index
+    terms and two weights (1 - w, w); a corner combines one of each per axis, picked by the
+    bits of its number (tcnn's corner order).
     """
     check_positions(x, spec, check_values)
     check_table(table, spec)
@@ -67,13 +74,19 @@ def hash_grid_reference(x: torch.Tensor, table: torch.Tensor, spec: HashGridSpec
     x = x.to(compute_dtype)
     features = table.to(compute_dtype).view(-1, spec.n_features_per_level)
     offsets = corner_offsets(spec.n_input_dims, x.device)  # (C, D)
-    upper = offsets.bool()
+    pick = [offsets[:, d] for d in range(spec.n_input_dims)]
     outputs = []
     for level in range(spec.n_levels):
         cell, frac = grid_position(x, spec.scales[level])
         w = interpolation_weight(frac, spec.smoothstep).to(compute_dtype)
-        corners = cell[:, None, :] + offsets  # (N, C, D)
-        weights = torch.where(upper, w[:, None, :], 1 - w[:, None, :]).prod(-1)  # (N, C)
-        entries = spec.offsets[level] + level_index(corners, spec, level)
-        outputs.append((features[entries] * weights[..., None]).sum(1))
+        both = torch.stack([cell, cell + 1], dim=-1)  # (N, D, 2)
+        terms = axis_terms(both, spec, level)
+        factors = torch.stack([1 - w, w], dim=-1)  # (N, D, 2)
+        index, weights = terms[:, 0, pick[0]], factors[:, 0, pick[0]]  # (N, C)
+        for d in range(1, spec.n_input_dims):
+            t = terms[:, d, pick[d]]
+            index = (index + t) if spec.dense[level] else (index ^ t)
+            weights = weights * factors[:, d, pick[d]]
+        entries = spec.offsets[level] + wrap_index(index, spec, level)
+        outputs.append(torch.bmm(weights[:, None, :], features[entries]).squeeze(1))
     return torch.cat(outputs, dim=-1).to(table.dtype)
