@@ -161,3 +161,9 @@ def _check_complete(path: Path, info: VideoInfo, last_sample: float | None, posi
 def to_rgb(frame) -> np.ndarray:
     """(H, W, 3) uint8 RGB from an av.VideoFrame (swscale picks the colour matrix from the stream)."""
     return frame.to_ndarray(format="rgb24")
+
+
+def to_bgr(frame) -> np.ndarray:
+    """(H, W, 3) uint8 BGR, OpenCV's order: swscale writes it as cheaply as RGB, and the JPEG
+    encoder then needs no channel swap (a full-frame copy, ~15% of ingest time)."""
+    return frame.to_ndarray(format="bgr24")

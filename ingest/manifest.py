@@ -6,6 +6,7 @@
         record.json               video, frames (kept and dropped, with reasons) and views rows
         frames-00000.tar          kept equirect frames  (key VIDEOID/000012: jpg + json)
         views-00000.tar           perspective views     (key VIDEOID/000012/v03: jpg + json)
+        contact_sheet.png         thumbnails of up to 36 kept frames, evenly spread (to eyeball)
       videos.parquet frames.parquet views.parquet   consolidated from parts/ at the end of a run
       summary.json                counts of the last run (also printed)
 

@@ -17,13 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from ingest.atomic import atomic_write_json
-from ingest.decode import SamplingConfig, iter_sampled_frames, to_rgb
+from ingest.contact import CONTACT_SHEET, ContactSheet
+from ingest.decode import SamplingConfig, iter_sampled_frames, to_bgr
 from ingest.errors import OdinError
 from ingest.filters import FilterConfig, FrameFilter
 from ingest.layout import apply_rotation, detect_layout, to_equirect
 from ingest.manifest import RECORD, commit_part, frame_id, new_tmp_part, part_dir, read_record
 from ingest.probe import probe
-from ingest.shards import ShardWriter, encode_image
+from ingest.shards import ShardWriter, encode_bgr_image
 from ingest.views import ViewsConfig, extract_views, view_id
 
 
@@ -124,17 +125,19 @@ def _extract(item: WorkItem, tmp: Path, config: IngestConfig, video: dict, frame
     frame_writer = ShardWriter(tmp, "frames", config.shard_max_count, config.shard_max_bytes)
     view_writer = ShardWriter(tmp, "views", config.shard_max_count, config.shard_max_bytes)
     pending = collections.deque()
+    sheet = ContactSheet()
     with ThreadPoolExecutor(max(1, config.threads)) as pool, frame_writer, view_writer:
         for decoded in iter_sampled_frames(item.path, info, config.sampling):
-            rgb = apply_rotation(to_rgb(decoded.frame), info.rotation)
+            # Frames stay in OpenCV's BGR order end to end: views and JPEGs need no channel swap.
+            bgr = apply_rotation(to_bgr(decoded.frame), info.rotation)
             if layout is None:
-                layout = detect_layout(info, rgb)
+                layout = detect_layout(info, np.ascontiguousarray(bgr[..., ::-1]))  # it reads RGB
                 out_w = min(config.equirect_width, layout.crop_width - layout.crop_width % 2)
                 video.update(layout=layout.name, layout_eye=layout.eye, layout_source=layout.source,
                              layout_note=layout.note, equirect_width=out_w, equirect_height=out_w // 2)
-            equirect = to_equirect(rgb, layout, out_w)
+            equirect = to_equirect(bgr, layout, out_w)
             _check_frame(equirect, item.path)
-            reason, stats = frame_filter(equirect)
+            reason, stats = frame_filter(_gray(equirect))
             fid = frame_id(item.video_id, decoded.index)
             row = {"frame_id": fid, "video_id": item.video_id, "index": decoded.index,
                    "source_index": decoded.source_index, "time": decoded.time, "width": out_w, "height": out_w // 2,
@@ -142,6 +145,7 @@ def _extract(item: WorkItem, tmp: Path, config: IngestConfig, video: dict, frame
                    "laplacian_var": stats.laplacian_var, "diff_prev": stats.diff_prev, "shard": None}
             frames.append(row)
             if reason is None:
+                sheet.add(equirect)
                 pending.append((row, pool.submit(_encode_frame, equirect, specs, config.jpeg_quality)))
             # Bounded look-ahead keeps memory flat however long the video is.
             while len(pending) > 2 * max(1, config.threads):
@@ -150,6 +154,7 @@ def _extract(item: WorkItem, tmp: Path, config: IngestConfig, video: dict, frame
             _write_frame(*pending.popleft(), specs, frame_writer, view_writer, views)
     if not frames:
         raise OdinError("no frame could be decoded", item.path)
+    sheet.save(tmp / CONTACT_SHEET)
 
 
 def _check_frame(equirect: np.ndarray, path: str) -> None:
@@ -157,9 +162,16 @@ def _check_frame(equirect: np.ndarray, path: str) -> None:
         raise OdinError(f"decoded frame has unexpected shape {equirect.shape} / {equirect.dtype}", path)
 
 
-def _encode_frame(equirect: np.ndarray, specs, quality: int) -> tuple[bytes, list[bytes]]:
-    crops = extract_views(equirect, specs)
-    return encode_image(equirect, "jpg", quality), [encode_image(c, "jpg", quality) for c in crops]
+def _gray(bgr: np.ndarray) -> np.ndarray:
+    """The filters' grey frame (same luma weights as from RGB, so the same stats)."""
+    import cv2
+
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+
+
+def _encode_frame(equirect_bgr: np.ndarray, specs, quality: int) -> tuple[bytes, list[bytes]]:
+    crops = extract_views(equirect_bgr, specs)
+    return encode_bgr_image(equirect_bgr, "jpg", quality), [encode_bgr_image(c, "jpg", quality) for c in crops]
 
 
 def _write_frame(row: dict, future, specs, frame_writer: ShardWriter, view_writer: ShardWriter, views: list) -> None:

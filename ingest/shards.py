@@ -175,7 +175,15 @@ def encode_image(arr: np.ndarray, ext: str = "jpg", quality: int = 95) -> bytes:
     arr = np.ascontiguousarray(arr)
     if arr.dtype != np.uint8:
         raise ValueError(f"encode_image expects uint8, got {arr.dtype}")
-    bgr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR) if arr.ndim == 3 else arr
+    return encode_bgr_image(cv2.cvtColor(arr, cv2.COLOR_RGB2BGR) if arr.ndim == 3 else arr, ext, quality)
+
+
+def encode_bgr_image(bgr: np.ndarray, ext: str = "jpg", quality: int = 95) -> bytes:
+    """Like ``encode_image`` for pixels already in OpenCV's BGR order (no channel swap to pay)."""
+    import cv2
+
+    if bgr.dtype != np.uint8:
+        raise ValueError(f"encode_bgr_image expects uint8, got {bgr.dtype}")
     params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if ext in ("jpg", "jpeg") else []
     ok, buf = cv2.imencode(f".{ext}", bgr, params)
     if not ok:

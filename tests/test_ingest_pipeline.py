@@ -246,3 +246,105 @@ def test_ray_path(inputs, tmp_path):
     assert (summary["videos_done"], summary["videos_failed"]) == (2, 1)
     ds = Dataset(out)
     assert sum(len(ds.frames(v)) for v in ds.video_ids()) == summary["frames_kept"] > 0
+
+
+def _decode_rgb(path, index: int = 0) -> np.ndarray:
+    import av
+
+    with av.open(str(path)) as c:
+        for k, frame in enumerate(c.decode(video=0)):
+            if k == index:
+                return frame.to_ndarray(format="rgb24")
+    raise AssertionError(f"{path} has no frame {index}")
+
+
+def test_stored_frames_keep_their_colours(dataset, inputs):
+    """The pipeline works in BGR internally: what is stored must still be the source's RGB."""
+    import cv2
+
+    ds = Dataset(dataset)
+    fr = ds.frames(ds.video_ids()[0])[0]
+    assert fr.source_index == 0
+    expected = cv2.resize(_decode_rgb(inputs[1][0]), (128, 64), interpolation=cv2.INTER_AREA)
+    stored = ds.load_equirect(fr.frame_id)
+    assert np.abs(stored.astype(int) - expected).mean() < 3
+    assert np.abs(stored[..., ::-1].astype(int) - expected).mean() > 3 * np.abs(stored.astype(int) - expected).mean()
+
+
+def test_a_contact_sheet_per_done_video(dataset):
+    from ingest.contact import CONTACT_SHEET
+    from ingest.shards import decode_image
+
+    ds = Dataset(dataset)
+    for vid in ds.video_ids():
+        n_kept = len(ds.frames(vid))
+        sheet = decode_image((part_dir(dataset, vid) / CONTACT_SHEET).read_bytes())
+        rows = -(-n_kept // 6)
+        assert sheet.shape == (rows * (128 + 2) + 2, min(n_kept, 6) * (256 + 2) + 2, 3)
+
+
+def _rotated_copy(src: Path, dst: Path) -> int:
+    """``src`` re-encoded turned 90° clockwise, tagged so players turn it back; returns the tag's angle."""
+    import av
+
+    from ingest.media import write_mp4
+    from ingest.probe import probe
+
+    coded = dst.with_name("coded.mp4")
+    with av.open(str(src)) as c:
+        write_mp4(coded, (np.rot90(f.to_ndarray(format="rgb24"), -1) for f in c.decode(video=0)), fps=5.0)
+    # FFmpeg >= 6 sets the display matrix with -display_rotation (counter-clockwise degrees); older
+    # versions through the 'rotate' tag. Either way the player must undo our clockwise turn.
+    for opts in (["-display_rotation", "90", "-i", str(coded)], ["-i", str(coded), "-metadata:s:v:0", "rotate=90"]):
+        run = subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", *opts, "-c", "copy", str(dst)],
+                             capture_output=True)
+        if run.returncode == 0 and probe(dst).rotation:
+            return probe(dst).rotation
+    pytest.skip("this ffmpeg cannot tag a display rotation")
+
+
+def test_rotation_metadata_is_probed_and_honoured(tiny_world, tmp_path):
+    """A portrait-coded video with a display matrix is stored as the player shows it (upright 2:1)."""
+    import cv2
+
+    if not shutil.which("ffmpeg"):
+        pytest.skip("ffmpeg CLI needed to tag a rotation")
+    rotated = _rotated_copy(Path(tiny_world.video_path), tmp_path / "rotated.mp4")
+    assert rotated == 90
+    # What an autorotating player shows (FFmpeg applies the display matrix by default).
+    shown = tmp_path / "shown.png"
+    subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", "-i", str(tmp_path / "rotated.mp4"),
+                    "-frames:v", "1", str(shown)], check=True)
+    player = cv2.cvtColor(cv2.imread(str(shown)), cv2.COLOR_BGR2RGB)
+    original = _decode_rgb(tiny_world.video_path)
+    assert player.shape == original.shape and np.abs(player.astype(int) - original).mean() < 4
+
+    out = tmp_path / "ds"
+    assert main(["ingest", str(tmp_path / "rotated.mp4"), "--out", str(out), *TINY]) == 0
+    ds = Dataset(out)
+    (vid,) = ds.video_ids()
+    video = ds.video(vid)
+    assert video.status == "done"
+    row = pq.read_table(out / "videos.parquet").to_pylist()[0]
+    assert row["rotation"] == 90 and (row["width"], row["height"]) == (128, 256)  # as coded: portrait
+    stored = ds.load_equirect(ds.frames(vid)[0].frame_id)
+    expected = cv2.resize(player, (128, 64), interpolation=cv2.INTER_AREA)
+    assert stored.shape == (64, 128, 3)
+    err = np.abs(stored.astype(int) - expected).mean()
+    assert err < 4
+    # Not honouring it (or turning the wrong way) would be far off.
+    assert np.abs(np.rot90(stored, 2).astype(int) - expected).mean() > 3 * err
+
+
+def test_bgr_fast_paths_match_the_rgb_ones(tiny_world):
+    import av
+
+    from ingest.decode import to_bgr, to_rgb
+    from ingest.shards import encode_bgr_image, encode_image
+
+    with av.open(str(tiny_world.video_path)) as c:
+        frame = next(c.decode(video=0))
+        rgb, bgr = to_rgb(frame), to_bgr(frame)
+    np.testing.assert_array_equal(bgr, rgb[..., ::-1])
+    for ext in ("jpg", "png"):
+        assert encode_bgr_image(bgr, ext, 90) == encode_image(rgb, ext, 90)
