@@ -17,7 +17,8 @@ def _add_mine(subparsers) -> None:
     p.add_argument("--no-long-range", action="store_true", help="skip correspondence propagation beyond the window")
     p.add_argument("--estimator", choices=["pycolmap", "reference"], default="pycolmap")
     p.add_argument("--workers", type=int, default=1, help="videos mined in parallel processes")
-    p.add_argument("--ray", action="store_true", help="run videos as Ray tasks")
+    p.add_argument("--ray", metavar="ADDRESS", help="run videos as Ray tasks on a cluster (address, 'auto', or "
+                   "'local' for a local Ray with --workers CPUs); --out must be on storage every node sees")
     p.set_defaults(func=_run_mine)
 
 
@@ -32,7 +33,7 @@ def _run_mine(args) -> int:
     out = Path(args.out) if args.out else Path(args.dataset) / "pairs"
     config = MineConfig(window=args.window, analysis_width=args.analysis_width, refine_views=args.refine_views,
                         long_range=not args.no_long_range, twoview=TwoViewConfig(estimator=args.estimator))
-    summaries = mine_dataset(args.dataset, out, config, workers=args.workers, use_ray=args.ray)
+    summaries = mine_dataset(args.dataset, out, config, workers=args.workers, ray_address=args.ray)
     for s in summaries:
         print(s.line())
     print(f"pairs: {out / 'pairs.parquet'} ({sum(s.pairs for s in summaries)} new pairs from {len(summaries)} videos)")

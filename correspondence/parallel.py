@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Iterator
 
 from correspondence.mine import FrameSource, MineConfig, VideoSummary, mine_video
 from correspondence.pairs_io import consolidate, done_videos
@@ -36,37 +37,52 @@ def pending_videos(video_ids: list[str], pairs_dir: str | Path) -> list[str]:
 
 
 def mine_dataset(dataset_path: str | Path, pairs_dir: str | Path, config: MineConfig = MineConfig(),
-                 workers: int = 1, use_ray: bool = False, progress: bool = True) -> list[VideoSummary]:
-    """Mine every unfinished video; returns the summaries of the videos mined in this run."""
+                 workers: int = 1, ray_address: str | None = None, progress: bool = True) -> list[VideoSummary]:
+    """Mine every unfinished video; returns the summaries of the videos mined in this run.
+
+    ``ray_address``: a Ray cluster address, ``"auto"``, or ``"local"`` (a local Ray with
+    ``workers`` CPUs), as for ``odin ingest --ray``; otherwise ``workers`` > 1 uses processes.
+    """
     from tqdm import tqdm
 
     dataset_path, pairs_dir = str(dataset_path), str(pairs_dir)
-    todo = pending_videos(list(open_dataset(dataset_path).video_ids()), pairs_dir)
-    cfg = dataclasses.asdict(config)
-    results: list[dict] = []
-    if use_ray:
-        import ray
-
-        if not ray.is_initialized():
-            ray.init(num_cpus=workers if workers > 1 else None, include_dashboard=False, log_to_driver=False)
-        job = ray.remote(num_cpus=1)(mine_video_job)
-        pending = [job.remote(dataset_path, v, pairs_dir, cfg) for v in todo]
-        with tqdm(total=len(pending), desc="videos", unit="video", disable=not progress) as bar:
-            while pending:
-                finished, pending = ray.wait(pending, num_returns=1)
-                results += ray.get(finished)
-                bar.update(len(finished))
-    elif workers > 1:
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(mine_video_job, dataset_path, v, pairs_dir, cfg) for v in todo]
-            for fut in tqdm(as_completed(futures), total=len(futures), desc="videos", unit="video", disable=not progress):
-                results.append(fut.result())
-    else:
+    if not ray_address and workers <= 1:
         return mine_source(open_dataset(dataset_path), pairs_dir, config, progress)
+    todo = pending_videos(list(open_dataset(dataset_path).video_ids()), pairs_dir)
+    jobs = [(dataset_path, v, pairs_dir, dataclasses.asdict(config)) for v in todo]
+    run = _run_ray(jobs, ray_address, workers) if ray_address else _run_processes(jobs, workers)
+    results = list(tqdm(run, total=len(jobs), desc="videos", unit="video", disable=not progress))
     consolidate(pairs_dir)
     return [VideoSummary(**r) for r in results]
+
+
+def _run_processes(jobs: list[tuple], workers: int) -> Iterator[dict]:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # Spawn, not fork: a process forked after OpenCV/pycolmap started their thread pools
+    # inherits locks held by threads that do not exist in the child, and hangs.
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        for fut in as_completed([pool.submit(mine_video_job, *job) for job in jobs]):
+            yield fut.result()
+
+
+def _run_ray(jobs: list[tuple], address: str, workers: int) -> Iterator[dict]:
+    try:
+        import ray
+    except ImportError as e:
+        raise OdinError("--ray needs Ray: pip install 'odin360[ray]'") from e
+    if not ray.is_initialized():
+        if address == "local":
+            ray.init(num_cpus=max(1, workers), include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    task = ray.remote(num_cpus=1)(mine_video_job)
+    pending = [task.remote(*job) for job in jobs]
+    while pending:
+        finished, pending = ray.wait(pending, num_returns=1)
+        yield from ray.get(finished)
 
 
 def mine_source(source: FrameSource, pairs_dir: str | Path, config: MineConfig = MineConfig(),
