@@ -3,8 +3,12 @@
 A point's feature ``h`` picks its nearest code among K learned codes; the choice is hard in
 the forward pass and differentiable through a softmax in the backward pass (straight-through).
 Each code has a gate ``sigmoid(g_k)``: its log enters the assignment logits, and the loss pays
-``gate_penalty * sum_k gate_k``, so codes that do not earn their keep switch off and the
-number of active codes is learned. The variation module lets points of one code differ: the
+``gate_penalty * sum_k gate_k * (1 - usage_k / min_share)+``: a code that renders less than
+``min_share`` of the surface pays for its gate, one that renders more is free, so codes that
+do not earn their keep switch off and the number of active codes is learned. (A flat
+``sum_k gate_k`` closes every gate but one under Adam, whatever its weight: Adam moves a
+parameter with a steady gradient by ~lr a step, and the reconstruction's pull on a gate is
+noisy.) The variation module lets points of one code differ: the
 decoder sees ``code + bound * tanh(V [h, code])``, a bounded feature-dependent offset that can
 shade a texture but cannot turn one code into another.
 """
@@ -46,8 +50,6 @@ class Codebook(nn.Module):
         # Gates start open (sigmoid(3) = 0.95): every code is available until it proves useless.
         self.gate_logits = nn.Parameter(torch.full((n_codes,), 3.0))
         self.variation = nn.Linear(2 * code_dim, code_dim)
-        nn.init.zeros_(self.variation.weight)
-        nn.init.zeros_(self.variation.bias)
         self.variation_bound = variation_bound
         self.temperature = temperature
 
@@ -63,8 +65,13 @@ class Codebook(nn.Module):
         g = self.gates()
         return (g > 0.5) | (g == g.max())
 
-    def gate_cost(self) -> torch.Tensor:
-        return self.gates().sum()
+    def gate_cost(self, usage: torch.Tensor | None = None, min_share: float = 0.02) -> torch.Tensor:
+        """Sum of gates, each weighted by how far its code's ``usage`` (K,) share falls short of
+        ``min_share`` (all weights 1 without usage)."""
+        if usage is None:
+            return self.gates().sum()
+        shortfall = (1 - usage.detach().float() / min_share).clamp(0, 1)
+        return (self.gates() * shortfall).sum()
 
     @torch.no_grad()
     def restart_dead_codes(self, features: torch.Tensor, usage: torch.Tensor, generator: torch.Generator,

@@ -96,8 +96,11 @@ class OccupancyGrid(torch.nn.Module):
         points = self.cell_samples(generator)
         sigma = torch.cat([density_fn(points[i:i + chunk]).float() for i in range(0, len(points), chunk)])
         self.density_ema.copy_(torch.maximum(self.density_ema * decay, sigma))
-        # Never demand more than the mean: early in training everything is faint.
-        sigma_threshold = -torch.log1p(torch.tensor(-alpha_threshold)) / step_size
+        # A step of ``step_size`` in s-space is ``step_size * t^2`` long in the contracted shell,
+        # so far cells need less density to matter. Never demand more than the mean: early in
+        # training everything is faint.
+        step_length = step_size * points.abs().amax(-1).clamp_min(1) ** 2
+        sigma_threshold = -torch.log1p(torch.tensor(-alpha_threshold)) / step_length
         threshold = torch.minimum(sigma_threshold.to(self.density_ema), self.density_ema.mean())
         self.occupied.copy_(self.density_ema > threshold)
 

@@ -56,23 +56,34 @@ def make_optimizer(model: NRCModel, lr: float) -> torch.optim.Adam:
 def training_loss(model: NRCModel, scene: int, rays: tuple, config: NRCConfig, generator: torch.Generator):
     """(total loss, photometric mse) for a batch of (origins, directions, rgb)."""
     origins, directions, target = rays
-    out = render_rays(model, scene, origins, directions, stratified=True, generator=generator)
-    mse = torch.mean((out["rgb"].float() - target) ** 2)
     t = config.train
+    outputs = ("rgb", "codes", "distortion") if t.distortion else ("rgb", "codes")
+    out = render_rays(model, scene, origins, directions, stratified=True, generator=generator, outputs=outputs)
+    mse = torch.mean((out["rgb"].float() - target) ** 2)
+    usage = out["codes"].detach().sum(0)
+    usage = usage / usage.sum().clamp_min(1e-9)
     loss = (mse + t.codebook_loss * out["vq_loss"][0] + t.commitment * out["vq_loss"][1]
-            + t.gate_penalty * model.codebook.gate_cost())
+            + t.gate_penalty * model.codebook.gate_cost(usage, t.code_min_share))
+    if t.distortion:
+        loss = loss + t.distortion * out["distortion"].mean()
     return loss, mse
 
 
-def update_occupancy(model: NRCModel, config: NRCConfig, step: int, device) -> None:
+def update_occupancy(model: NRCModel, config: NRCConfig, step: int, device, final: bool = False) -> None:
+    """Every ``occupancy_update_every`` steps after the warm-up, fold the current density into the
+    grid's decaying max. ``final``: forget the history and keep the max over 4 fresh jittered
+    samples per cell, so the saved grid describes the trained field, not its foggy youth (with
+    short schedules the decaying max never forgets the first steps)."""
     s = config.sampler
-    if step < s.occupancy_warmup or step % s.occupancy_update_every:
+    if not final and (step < s.occupancy_warmup or step % s.occupancy_update_every):
         return
     step_size = (2 - 1 / s.far - s.near) / s.n_samples  # s-space spacing: one sample's share of a radius
+    decays = (0.0, 1.0, 1.0, 1.0) if final else (s.occupancy_decay,)
     for i, encoder in enumerate(model.encoders):
-        with autocast_for(device, config.train.mixed_precision):
-            encoder.occupancy.update(lambda x, i=i: model.density(i, x), step_size, s.occupancy_alpha_threshold,
-                                     s.occupancy_decay, generator=step_generator(config.train.seed + 7 + i, step, device))
+        for k, decay in enumerate(decays):
+            with autocast_for(device, config.train.mixed_precision):
+                encoder.occupancy.update(lambda x, i=i: model.density(i, x), step_size, s.occupancy_alpha_threshold,
+                                         decay, generator=step_generator(config.train.seed + 7 + i + 97 * k, step, device))
 
 
 @torch.no_grad()
@@ -174,6 +185,8 @@ def fit(scene_paths: list[str | Path], run_dir: str | Path, config: NRCConfig, *
             window_mse, window_rays, window_t = [], 0, now
         out_of_time = max_seconds is not None and time.perf_counter() - start_time >= max_seconds
         stopping = stop_after is not None and step - start_step >= stop_after
+        if step == t.steps or out_of_time:
+            update_occupancy(model, config, step, device, final=True)
         if step % t.save_every == 0 or step == t.steps or out_of_time:
             ckpt.save_checkpoint(run_dir, model, optimizer, step, history, config)
             write_loss_curves(run_dir, history)

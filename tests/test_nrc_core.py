@@ -14,7 +14,8 @@ from nrc.data import Camera, camera_rays, pixel_solid_angle_weights
 from nrc.field import NRCModel
 from nrc.metrics import (adjusted_rand_index, adjusted_rand_index_reference, chamfer_distance, foreground_ari,
                          psnr)
-from nrc.rendering import render_rays, render_view, volume_weights, volume_weights_reference
+from nrc.rendering import (distortion_loss, distortion_loss_reference, march_rays, render_rays, render_view,
+                           volume_weights, volume_weights_reference)
 from nrc.sampling import OccupancyGrid, contract, s_from_t, sample_along_rays, t_from_s, uncontract
 
 torch.set_num_threads(2)
@@ -40,6 +41,29 @@ def test_volume_weights_match_front_to_back_loop():
     # An opaque first sample takes all the weight.
     opaque = volume_weights(torch.tensor([[1e4, 1.0, 1.0]]), torch.ones(1, 3))
     torch.testing.assert_close(opaque, torch.tensor([[1.0, 0.0, 0.0]]))
+
+
+def test_distortion_loss_matches_double_sum_and_prefers_compact_weights():
+    g = torch.Generator().manual_seed(0)
+    edges = torch.sort(torch.rand(16, 25, generator=g), -1).values
+    weights = torch.rand(16, 24, generator=g) / 24
+    torch.testing.assert_close(distortion_loss(weights, edges), distortion_loss_reference(weights, edges))
+    uniform_edges = torch.linspace(0, 1, 25).expand(1, 25)
+    spread = torch.full((1, 24), 1 / 24)
+    compact = torch.zeros(1, 24)
+    compact[0, 10] = 1.0
+    assert float(distortion_loss(compact, uniform_edges)) < float(distortion_loss(spread, uniform_edges)) / 5
+
+
+def test_gate_cost_charges_only_rarely_used_codes():
+    book = Codebook(n_codes=4, code_dim=2, variation_bound=0.1)
+    usage = torch.tensor([0.6, 0.39, 0.01, 0.0])
+    cost = book.gate_cost(usage, min_share=0.02)
+    cost.backward()
+    grad = book.gate_logits.grad
+    assert float(grad[0]) == 0 and float(grad[1]) == 0  # codes that render enough are free
+    assert 0 < float(grad[2]) < float(grad[3])  # the less used, the more a code pays
+    torch.testing.assert_close(cost, book.gates()[2] * 0.5 + book.gates()[3])
 
 
 def test_contraction_is_inverted_and_bounded():
@@ -117,6 +141,54 @@ def test_occupancy_culling_matches_full_evaluation():
     assert culled["n_evaluated"] < full["n_evaluated"] / 2
     for k in ("rgb", "depth", "codes"):
         torch.testing.assert_close(culled[k], full[k], rtol=1e-5, atol=1e-6)
+
+
+def test_early_termination_matches_full_march_and_skips_hidden_samples():
+    model = tiny_model(n_samples=48, occupancy_resolution=16).eval()
+    query = model.query
+
+    def opaque_ball(scene, x, directions):  # a dense ball: rays that hit it are done
+        out = query(scene, x, directions)
+        out.sigma = out.sigma * 0.01 + 500.0 * (x.norm(dim=-1) < 0.4)
+        return out
+
+    model.query = opaque_ball
+    torch.manual_seed(1)
+    origins = model.encoders[0].center + torch.tensor([0.0, 0.0, -0.9]) * model.encoders[0].radius
+    origins = origins.expand(256, 3)
+    dirs = torch.nn.functional.normalize(torch.randn(256, 3) * 0.1 + torch.tensor([0.0, 0.0, 1.0]), dim=-1)
+    outputs = ("rgb", "depth", "codes")
+    with torch.no_grad():
+        full = render_rays(model, 0, origins, dirs, use_occupancy=False, outputs=outputs)
+        marched = march_rays(model, 0, origins, dirs, outputs=outputs, min_transmittance=1e-4)
+    assert marched["n_evaluated"] < full["n_evaluated"] / 2
+    for k in outputs:
+        torch.testing.assert_close(marched[k], full[k], rtol=1e-3, atol=2e-3 * (model.encoders[0].radius if k == "depth" else 1))
+
+
+def test_baked_preview_matches_full_render_of_a_smooth_field():
+    from nrc.baked import bake
+
+    model = tiny_model(n_samples=48, occupancy_resolution=16).eval()
+    query = model.query
+
+    def soft_ball(scene, x, directions):  # smooth density and colour: a grid can hold them
+        out = query(scene, x, directions)
+        out.sigma = 20.0 * torch.sigmoid(10 * (0.5 - x.norm(dim=-1)))
+        out.rgb = torch.sigmoid(x * 2).expand_as(out.rgb) if out.rgb is not None else None
+        return out
+
+    model.query = soft_ball
+    center, radius = model.encoders[0].center, float(model.encoders[0].radius)
+    c2w = cv.make_pose(np.eye(3), (center + torch.tensor([0.0, 0.0, -0.95 * radius])).numpy())
+    K = cv.Intrinsics.from_fov(24, 24, 60)
+    full = render_view(model, c2w, K, ("rgb", "depth", "codes"))
+    coarse = render_view(model, c2w, K, ("rgb", "depth", "codes"), baked=bake(model, 0, 16))
+    fine = render_view(model, c2w, K, ("rgb", "depth", "codes"), baked=bake(model, 0, 64))
+    assert psnr(fine["rgb"], full["rgb"]) > 30
+    assert psnr(fine["rgb"], full["rgb"]) > psnr(coarse["rgb"], full["rgb"])
+    assert float(np.median(np.abs(fine["depth"] - full["depth"]) / full["depth"])) < 0.03
+    assert fine["segmentation"].shape == (24, 24)
 
 
 def test_occupancy_update_marks_dense_cells():

@@ -159,7 +159,7 @@ class ViewerApp:
         K = cv.Intrinsics(fy, fy, width / 2, height / 2, width, height)
         if req.mode == "odin":
             return self.odin.imagine(req.c2w, K)
-        out = self.nrc.render(req.c2w, K, req.mode)
+        out = self.nrc.render(req.c2w, K, req.mode, preview=height < self.full_height)
         return colorize(out, req.mode)
 
     # ------------------------------------------------------------------ camera paths

@@ -52,9 +52,11 @@ class NrcBackend:
 
     OUTPUTS = {"rgb": ("rgb",), "depth": ("depth",), "codes": ("codes",)}
 
-    def __init__(self, run_dir: str | Path, device: str | None = None, mesh_path: str | Path | None = None):
+    def __init__(self, run_dir: str | Path, device: str | None = None, mesh_path: str | Path | None = None,
+                 preview_grid: int = 128):
         import torch
 
+        from nrc.baked import bake
         from nrc.checkpoint import load_run
 
         self.run_dir = Path(run_dir)
@@ -65,6 +67,9 @@ class NrcBackend:
         self.training_views = self._training_views(frame.source)
         candidates = [mesh_path] if mesh_path else [self.run_dir / f"mesh.{ext}" for ext in ("glb", "ply", "obj")]
         self.mesh_path = next((Path(p) for p in candidates if p and Path(p).exists()), None)
+        self.min_transmittance = 1e-3  # rays stop when this little light is left (0: march them all)
+        # Previews while the camera moves come from a baked grid (seconds to bake on a CPU).
+        self.baked = bake(self.model, 0, preview_grid) if preview_grid else None
 
     def _training_views(self, source: str) -> list[TrainingView]:
         from correspondence.nerfstudio import load_scene
@@ -82,10 +87,12 @@ class NrcBackend:
             return self.training_views[0].c2w
         return cv.make_pose(np.eye(3), self.center)
 
-    def render(self, c2w: np.ndarray, K: cv.Intrinsics, mode: str) -> dict:
+    def render(self, c2w: np.ndarray, K: cv.Intrinsics, mode: str, preview: bool = False) -> dict:
+        """The full field, or with ``preview`` the baked grid (view-independent, coarser, ~10x faster)."""
         from nrc.rendering import render_view
 
-        return render_view(self.model, c2w, K, outputs=self.OUTPUTS[mode])
+        return render_view(self.model, c2w, K, outputs=self.OUTPUTS[mode], min_transmittance=self.min_transmittance,
+                           baked=self.baked if preview else None)
 
     def median_depth(self, c2w: np.ndarray, K: cv.Intrinsics) -> float:
         small = K.scaled(32 / K.width)

@@ -141,7 +141,7 @@ def run_demo(out: str | Path, video: str | Path | None = None, gpu: bool = False
         from ingest.media import save_png
         from viewer.backends import NrcBackend, colorize
 
-        nrc = NrcBackend(run, device="cuda" if gpu else "cpu")
+        nrc = NrcBackend(run, device="cuda" if gpu else "cpu", preview_grid=0)
         K = cv.Intrinsics.from_fov(sizes.odin_resolution * 2, sizes.odin_resolution * 2, 90.0)
         save_png(source, colorize(nrc.render(nrc.initial_pose(), K, "rgb"), "rgb"))
     _stage("odin generate", imagined / "trajectory.mp4",
