@@ -69,15 +69,9 @@ def _run_processes(jobs: list[tuple], workers: int) -> Iterator[dict]:
 
 
 def _run_ray(jobs: list[tuple], address: str, workers: int) -> Iterator[dict]:
-    try:
-        import ray
-    except ImportError as e:
-        raise OdinError("--ray needs Ray: pip install 'odin360[ray]'") from e
-    if not ray.is_initialized():
-        if address == "local":
-            ray.init(num_cpus=max(1, workers), include_dashboard=False, log_to_driver=False)
-        else:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    from ingest.run import connect_ray
+
+    ray = connect_ray(address, workers)
     task = ray.remote(num_cpus=1)(mine_video_job)
     pending = [task.remote(*job) for job in jobs]
     while pending:

@@ -35,7 +35,9 @@ def _run_processes(items, root, config, retry_failed, workers: int) -> Iterator[
                             2 * workers, lambda fs: wait(fs, return_when=FIRST_COMPLETED)[0], lambda f: f.result())
 
 
-def _run_ray(items, root, config, retry_failed, address: str, workers: int) -> Iterator[dict]:
+def connect_ray(address: str, workers: int):
+    """The ``ray`` module, connected: ``address`` "local" starts a ``workers``-CPU Ray here,
+    anything else ("auto", "ray://host:port") joins a cluster. Shared by ingest and mining."""
     try:
         import ray
     except ImportError as e:
@@ -45,6 +47,11 @@ def _run_ray(items, root, config, retry_failed, address: str, workers: int) -> I
             ray.init(num_cpus=max(1, workers), include_dashboard=False, log_to_driver=False)
         else:
             ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    return ray
+
+
+def _run_ray(items, root, config, retry_failed, address: str, workers: int) -> Iterator[dict]:
+    ray = connect_ray(address, workers)
     task = ray.remote(num_cpus=1)(_ray_task)
     n_slots = max(2, int(ray.cluster_resources().get("CPU", 2)) * 2)
 
