@@ -17,7 +17,6 @@ from nrc.field import NRCModel
 from nrc.sampling import s_from_t, sample_along_rays
 
 OUTPUTS = ("rgb", "depth", "codes", "accumulation")
-TRAINING_OUTPUTS = ("distortion",)
 
 
 def volume_weights(sigma: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
