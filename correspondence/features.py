@@ -79,8 +79,8 @@ def _strongest(own: np.ndarray, keypoints, limit: int) -> np.ndarray:
     return idx
 
 
-def _face_features(sift, face: np.ndarray, spec: ViewSpec, k: int, limit: int):
-    """(bearings, descriptors, sizes) of the keypoints face ``k`` owns, or None.
+def _face_features(sift, face: np.ndarray, spec: ViewSpec, k: int, limit: int, rig_mask: np.ndarray | None):
+    """(bearings, descriptors, sizes) of the keypoints face ``k`` owns (off the rig), or None.
 
     Detection and description are split so that descriptors (2/3 of SIFT's time) are
     computed only for the keypoints kept: owned by this face and among the strongest.
@@ -90,7 +90,10 @@ def _face_features(sift, face: np.ndarray, spec: ViewSpec, k: int, limit: int):
         return None
     pts = np.array([kp.pt for kp in keypoints], np.float64)
     b = bearings_from_face_pixels(pts, spec.intrinsics, spec.R_frame_from_view)
-    keep = _strongest(nearest_face(b) == k, keypoints, limit)
+    own = nearest_face(b) == k
+    if rig_mask is not None:  # before choosing the strongest: the face keeps its quota off the rig
+        own &= ~on_mask(b, rig_mask)
+    keep = _strongest(own, keypoints, limit)
     kept = [keypoints[i] for i in keep]
     kept, desc = sift.compute(face, kept)
     if desc is None or not kept:
@@ -101,12 +104,26 @@ def _face_features(sift, face: np.ndarray, spec: ViewSpec, k: int, limit: int):
             np.array([kp.size for kp in kept], np.float32))
 
 
-def extract_features(equirect: np.ndarray, config: FeatureConfig = FeatureConfig()) -> FrameFeatures:
-    """SIFT on the cube faces of one equirect frame (H, W, 3) uint8 -> bearings + descriptors."""
+def on_mask(bearings: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Whether each camera-frame bearing falls on a True pixel of an equirect ``mask`` (any size)."""
+    h, w = mask.shape
+    u, v = cv.equirect_pixel_from_direction(bearings, w, h)
+    cols = np.clip(np.floor(u).astype(np.int64), 0, w - 1)
+    rows = np.clip(np.floor(v).astype(np.int64), 0, h - 1)
+    return mask[rows, cols]
+
+
+def extract_features(equirect: np.ndarray, config: FeatureConfig = FeatureConfig(),
+                     rig_mask: np.ndarray | None = None) -> FrameFeatures:
+    """SIFT on the cube faces of one equirect frame (H, W, 3) uint8 -> bearings + descriptors.
+
+    ``rig_mask`` (equirect (H', W') bool, any resolution, True = rig): keypoints on it are
+    dropped; they sit still while the scene moves and would vote for zero parallax.
+    """
     gray = cv2.cvtColor(equirect, cv2.COLOR_RGB2GRAY) if equirect.ndim == 3 else equirect
     specs = face_specs(gray.shape[1], config)
     sift = cv2.SIFT_create(contrastThreshold=config.contrast_threshold)
-    found = [_face_features(sift, face, spec, k, config.max_features_per_face)
+    found = [_face_features(sift, face, spec, k, config.max_features_per_face, rig_mask)
              for k, (spec, face) in enumerate(zip(specs, extract_views(gray, specs)))]
     found = [f for f in found if f is not None]
     if not found:

@@ -39,6 +39,21 @@ class FrameSource(Protocol):
     def frames(self, video_id: str) -> list: ...  # FrameRecord: frame_id, index, time, ...
     def load_equirect(self, frame_id: str) -> np.ndarray: ...
     def views(self, frame_id: str) -> list: ...  # ViewRecord: view_id, yaw_deg, pitch_deg, intrinsics, R_frame_from_view
+    def rig_mask(self, video_id: str) -> np.ndarray | None: ...  # (H, W) bool equirect, True = rig; None = none
+    def shots(self, video_id: str) -> list[list[str]]: ...  # kept frame ids per shot, in time order
+
+
+def rig_mask_of(source: FrameSource, video_id: str) -> np.ndarray | None:
+    """The source's rig mask, or None for a source that cannot tell (one written before masks)."""
+    return source.rig_mask(video_id) if hasattr(source, "rig_mask") else None
+
+
+def shot_of_frames(source: FrameSource, video_id: str, frames: list) -> list[int]:
+    """Shot number of each of ``frames``; a source without shots is one shot."""
+    if not hasattr(source, "shots"):
+        return [0] * len(frames)
+    shot = {fid: k for k, ids in enumerate(source.shots(video_id)) for fid in ids}
+    return [shot.get(f.frame_id, -1 - i) for i, f in enumerate(frames)]  # an unlisted frame pairs with nothing
 
 
 @dataclass(frozen=True)
@@ -77,11 +92,15 @@ class VideoSummary:
     reasons: dict = field(default_factory=dict)  # status -> count over all attempted pairs
     seconds: float = 0.0
     note: str = ""
+    shots: int = 1  # pairs never cross a cut between two shots
+    rig_mask_fraction: float = 0.0  # share of the equirect whose keypoints were dropped as rig
     attempts: list = field(default_factory=list)  # [src_index, tgt_index, status, inliers, parallax_deg]
 
     def line(self) -> str:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.reasons.items())) or "none"
         extra = f" — {self.note}" if self.note else ""
+        if self.shots > 1 or self.rig_mask_fraction:
+            extra = f"; {self.shots} shot(s), rig mask {100 * self.rig_mask_fraction:.1f}%" + extra
         return (f"{self.video_id}: {self.frames} frames, {self.attempted} pairs tried, {self.pairs} kept "
                 f"({self.long_range_pairs} long-range); outcomes: {reasons}; {self.seconds:.1f} s{extra}")
 
@@ -89,8 +108,8 @@ class VideoSummary:
 class FeatureCache:
     """Features per frame, computed on demand; least recently used frames are dropped."""
 
-    def __init__(self, source: FrameSource, config: MineConfig):
-        self.source, self.config = source, config
+    def __init__(self, source: FrameSource, config: MineConfig, rig_mask: np.ndarray | None = None):
+        self.source, self.config, self.rig_mask = source, config, rig_mask
         self._items: OrderedDict[str, FrameFeatures] = OrderedDict()
 
     def __call__(self, frame_id: str) -> FrameFeatures:
@@ -98,7 +117,7 @@ class FeatureCache:
             self._items.move_to_end(frame_id)
             return self._items[frame_id]
         feats = extract_features(analysis_image(self.source.load_equirect(frame_id), self.config.analysis_width),
-                                 self.config.features)
+                                 self.config.features, self.rig_mask)
         self._items[frame_id] = feats
         while len(self._items) > self.config.feature_cache:
             self._items.popitem(last=False)
@@ -111,8 +130,10 @@ def analysis_image(equirect: np.ndarray, width: int) -> np.ndarray:
     return cv2.resize(equirect, (width, width // 2), interpolation=cv2.INTER_AREA)
 
 
-def window_pairs(n_frames: int, window: int) -> list[tuple[int, int]]:
-    return [(i, j) for i in range(n_frames) for j in range(i + 1, min(n_frames, i + window + 1))]
+def window_pairs(n_frames: int, window: int, shots: list[int] | None = None) -> list[tuple[int, int]]:
+    """Each frame with the next ``window`` frames, never across a shot cut (``shots``: per frame)."""
+    pairs = [(i, j) for i in range(n_frames) for j in range(i + 1, min(n_frames, i + window + 1))]
+    return pairs if shots is None else [(i, j) for i, j in pairs if shots[i] == shots[j]]
 
 
 def video_split(video_id: str, val_fraction: float) -> str:
@@ -174,7 +195,11 @@ def mine_video(source: FrameSource, video_id: str, pairs_dir: str | Path, config
     writer = PairsWriter(pairs_dir)
     writer.begin_video(video_id)
     split = video_split(video_id, config.val_fraction)
-    features = FeatureCache(source, config)
+    rig_mask = rig_mask_of(source, video_id)
+    features = FeatureCache(source, config, rig_mask)
+    shots = shot_of_frames(source, video_id, frames)
+    summary.shots = len(set(shots))
+    summary.rig_mask_fraction = round(float(rig_mask.mean()), 4) if rig_mask is not None else 0.0
     reasons: Counter = Counter()
     graph = PairGraph(len(frames))
 
@@ -198,11 +223,13 @@ def mine_video(source: FrameSource, video_id: str, pairs_dir: str | Path, config
         return status == "accepted"
 
     try:
-        pairs = window_pairs(len(frames), config.window)
+        pairs = window_pairs(len(frames), config.window, shots)
         for i, j in tqdm(pairs, desc=f"mine {video_id}", unit="pair", disable=not progress):
             summary.pairs += attempt(i, j)
         if config.long_range:
-            proposals = propose_long_range(graph, config.window, config.long_range_per_frame)
+            # The graph has no edge across a cut, so no composed guess crosses one; checked all the same.
+            proposals = [p for p in propose_long_range(graph, config.window, config.long_range_per_frame)
+                         if shots[p[0]] == shots[p[1]]]
             for i, j, T_init in tqdm(proposals, desc=f"long-range {video_id}", unit="pair", disable=not progress):
                 ok = attempt(i, j, T_init, tag="L")
                 summary.pairs += ok

@@ -41,6 +41,17 @@ class SyntheticFrameSource:
     def views(self, frame_id: str) -> list:
         return []
 
+    def rig_mask(self, video_id: str) -> np.ndarray | None:
+        """The exact pixels of the world's camera-attached rig (``odin synth --rig-box``), or None."""
+        return self.world.rig_mask(self.height)
+
+    def shots(self, video_id: str) -> list[list[str]]:
+        """Frame ids per shot of the world (two when it was made with ``--cut-at``)."""
+        by_shot: dict[int, list[str]] = {}
+        for f in self.frames(video_id):
+            by_shot.setdefault(int(self.world.shots[f.index]), []).append(f.frame_id)
+        return [by_shot[k] for k in sorted(by_shot)]
+
     def frame_index(self, frame_id: str) -> int:
         return int(frame_id.rsplit("/", 1)[1])
 

@@ -22,6 +22,10 @@ def _add_synth(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--objects", type=int, default=6, help="number of static objects (0-12)")
     p.add_argument("--moving-object", action="store_true", help="add a sphere that moves (tests motion masking)")
+    p.add_argument("--rig-box", action="store_true", help="add a textured box fixed to the camera, below and in "
+                   "front of it (a car bonnet / drone gear stand-in: tests rig masking)")
+    p.add_argument("--cut-at", type=float, default=None, metavar="SECONDS",
+                   help="jump to another room at this time (a shot cut: tests cut detection)")
     p.add_argument("--speed", type=float, default=0.5, help="camera speed, m/s")
     p.add_argument("--yaw-drift", type=float, default=12.0, help="heading drift, degrees per second")
     p.add_argument("--roll-jitter", type=float, default=2.0, help="roll jitter amplitude, degrees")
@@ -33,7 +37,8 @@ def _run_synth(args) -> int:
     from ingest.synth import CameraPathConfig, SynthConfig, generate
 
     config = SynthConfig(seconds=args.seconds, fps=args.fps, width=args.width, seed=args.seed,
-                         n_objects=args.objects, moving_object=args.moving_object,
+                         n_objects=args.objects, moving_object=args.moving_object, rig_box=args.rig_box,
+                         cut_at=args.cut_at,
                          path=CameraPathConfig(speed=args.speed, yaw_drift_deg_per_s=args.yaw_drift,
                                                roll_jitter_deg=args.roll_jitter))
     world = generate(args.out, config, overwrite=args.overwrite)

@@ -29,6 +29,13 @@ def add_ingest_parser(subparsers) -> None:
                    "is 'blurred' (default 40)")
     p.add_argument("--duplicate-threshold", type=float, default=None, help="mean grey difference to the last "
                    "kept frame below which a frame is a 'duplicate' (default 1.5)")
+    p.add_argument("--layout", choices=("mono", "squeezed", "top-bottom", "side-by-side"), default=None,
+                   help="take every input as this layout instead of detecting it (stereo: the top/left eye "
+                   "is kept; any eye aspect is resampled to 2:1)")
+    p.add_argument("--mask", metavar="FILE", help="rig mask image for every video (any 2:1 resolution, white = "
+                   "rig, resized) instead of the automatic one")
+    p.add_argument("--no-rig-mask", action="store_true", help="do not detect a rig mask automatically")
+    p.add_argument("--no-cuts", action="store_true", help="do not detect shot cuts (the whole video is one shot)")
     p.add_argument("--workers", type=int, default=1, help="parallel processes (one video each)")
     p.add_argument("--ray", metavar="ADDRESS", help="run the per-video tasks on a Ray cluster (address, 'auto', "
                    "or 'local' for a local Ray with --workers CPUs); --out must be on storage every node sees")
@@ -43,6 +50,8 @@ def config_from_args(args):
     from ingest.decode import SamplingConfig
     from ingest.filters import FilterConfig
     from ingest.pipeline import IngestConfig
+    from ingest.rigmask import RigMaskConfig
+    from ingest.shots import CutConfig
     from ingest.views import ViewsConfig
 
     filters = FilterConfig(enabled=not args.no_filter)
@@ -50,9 +59,19 @@ def config_from_args(args):
         filters = replace(filters, blur_min_laplacian_var=args.blur_threshold)
     if args.duplicate_threshold is not None:
         filters = replace(filters, duplicate_max_diff=args.duplicate_threshold)
+    mask_file = None
+    if args.mask:
+        from pathlib import Path
+
+        from ingest.rigmask import load_mask_file
+
+        load_mask_file(args.mask)  # refuse a bad file now, with one line, before any video is touched
+        mask_file = str(Path(args.mask).resolve())
     return IngestConfig(sampling=SamplingConfig(fps=args.fps, seek=not args.no_seek, skip_nonref=not args.no_seek),
                         filters=filters, views=ViewsConfig.parse(args.views, args.fov, args.view_size),
-                        equirect_width=args.equirect_width, jpeg_quality=args.jpeg_quality)
+                        rig_mask=RigMaskConfig(enabled=not args.no_rig_mask), cuts=CutConfig(enabled=not args.no_cuts),
+                        equirect_width=args.equirect_width, jpeg_quality=args.jpeg_quality, layout=args.layout,
+                        mask_file=mask_file)
 
 
 def run_ingest_command(args) -> int:

@@ -38,11 +38,14 @@ class ContactSheet:
         step = max(1, -(-len(self._tiles) // self.max_tiles))  # ceil: thin out once more if over the cap
         return self._tiles[::step]
 
-    def save(self, path: str | Path) -> Path | None:
-        """Write the grid as PNG; None (and nothing written) when no frame was kept."""
+    def save(self, path: str | Path, rig_mask: np.ndarray | None = None) -> Path | None:
+        """Write the grid as PNG, the rig mask (bool, any size) tinted red on every tile;
+        None (and nothing written) when no frame was kept."""
         tiles = self.tiles()
         if not tiles:
             return None
+        if rig_mask is not None:
+            tiles = [tint_mask(t, rig_mask) for t in tiles]
         rows = [tiles[i:i + self.columns] for i in range(0, len(tiles), self.columns)]
         return save_png(path, image_grid(rows))
 
@@ -53,3 +56,13 @@ def _thumbnail_rgb(bgr: np.ndarray, width: int) -> np.ndarray:
     h = max(1, round(bgr.shape[0] * width / bgr.shape[1]))
     small = cv2.resize(bgr, (width, h), interpolation=cv2.INTER_AREA)
     return cv2.cvtColor(small, cv2.COLOR_BGR2RGB) if small.ndim == 3 else small
+
+
+def tint_mask(rgb: np.ndarray, mask: np.ndarray, color=(255, 0, 0), alpha: float = 0.5) -> np.ndarray:
+    """``rgb`` with the pixels of ``mask`` (resized to it) blended towards ``color``."""
+    from ingest.rigmask import resize_mask
+
+    m = resize_mask(mask, rgb.shape[1], rgb.shape[0])
+    out = rgb.copy()
+    out[m] = ((1 - alpha) * out[m] + alpha * np.asarray(color, np.float32)).astype(np.uint8)
+    return out

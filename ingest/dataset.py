@@ -7,6 +7,9 @@
             for v in ds.views(fr.frame_id):
                 img = ds.load_view(v.view_id)     # camera: c2w_frame @ make_pose(v.R_frame_from_view, 0)
 
+    mask = ds.rig_mask(vid)                       # (H, W) bool, True on the rig, or None
+    for shot in ds.shots(vid): ...                # frame ids per shot; never pair across shots
+
 ``iter_samples()`` streams every kept frame with its views shard by shard (no random seeks),
 for training. Random access reads one member of one tar through the shard's offset index.
 When the Parquet manifest is missing (a run was killed before consolidating), the finished
@@ -15,6 +18,7 @@ parts are read directly.
 from __future__ import annotations
 
 import functools
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +29,7 @@ import numpy as np
 from ingest import conventions as cv
 from ingest.errors import OdinError
 from ingest.manifest import TABLES, iter_parts, part_dir, read_record
+from ingest.rigmask import RIG_MASK_PNG, load_mask_png
 from ingest.shards import decode_image, iter_shard, load_index, read_sample
 from ingest.views import equirect_to_perspective_map, extract_views  # noqa: F401 - re-exported for users
 
@@ -130,6 +135,32 @@ class Dataset:
         if video_id not in self._videos:
             raise OdinError(f"no video {video_id!r} in dataset", self.root)
         return [_frame_record(r) for r in self._frames.get(video_id, [])]
+
+    def shots(self, video_id: str) -> list[list[str]]:
+        """Kept frame ids per shot (shots in order, frames in time order); nothing is paired across
+        two shots. A dataset ingested before cuts were detected is one shot."""
+        self._video_row(video_id)
+        groups: dict[int, list[str]] = {}
+        for r in self._frames.get(video_id, []):
+            groups.setdefault(int(r.get("shot") or 0), []).append(r["frame_id"])
+        return [groups[k] for k in sorted(groups)]
+
+    def cuts(self, video_id: str) -> list[dict]:
+        """The cuts ingest found: [{"index": first sampled frame of the new shot, "time", "score"}]."""
+        return json.loads(self._video_row(video_id).get("cuts") or "[]")
+
+    def rig_mask(self, video_id: str) -> np.ndarray | None:
+        """(H, W) bool at the stored equirect resolution, True on the rig (pixels to ignore), or None
+        when no rig was found or given (``rig_mask.png`` in the video's part, 255 = rig)."""
+        self._video_row(video_id)
+        path = part_dir(self.root, video_id) / RIG_MASK_PNG
+        return load_mask_png(path) if path.is_file() else None
+
+    def _video_row(self, video_id: str) -> dict:
+        r = self._videos.get(video_id)
+        if r is None:
+            raise OdinError(f"no video {video_id!r} in dataset", self.root)
+        return r
 
     def frame(self, frame_id: str) -> FrameRecord:
         return _frame_record(self._frame_row(frame_id))

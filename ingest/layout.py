@@ -7,7 +7,10 @@ the ambiguous cases confirmed from the pixels of a sample frame:
 * 1:1 (halves alike)       top-bottom stereo: keep the top (left) eye
 * 4:1 (halves alike)       side-by-side stereo: keep the left eye
 * 16:9 (edges wrap around) a 2:1 equirect squeezed into 16:9: resample to 2:1
+* 16:9 top-bottom          stereo whose eyes are 32:9 (3.56:1): keep the top eye, resample to 2:1
 * anything else            refused, with the reason
+
+``--layout`` (``detect_layout(..., override=...)``) skips detection for files that lie.
 """
 from __future__ import annotations
 
@@ -24,6 +27,10 @@ _ASPECT_TOL = 0.02
 _SEAM_RATIO_MAX = 3.0
 # Two eyes of a stereo pair agree closely after a blur; unrelated halves of one image do not.
 _STEREO_MIN_CORRELATION = 0.6
+# Sky and ground halves of one squeezed panorama are unlike; two stacked eyes agree closely.
+_SQUEEZED_TB_MIN_CORRELATION = 0.85
+# What `odin ingest --layout` accepts, and the crop each one means.
+LAYOUT_CHOICES = ("mono", "squeezed", "top-bottom", "side-by-side")
 
 
 @dataclass(frozen=True)
@@ -83,11 +90,14 @@ def halves_correlation(rgb: np.ndarray, axis: int) -> float:
     return float((a * b).sum() / denom) if denom > 0 else 0.0
 
 
-def detect_layout(info: VideoInfo, sample_rgb: np.ndarray | None = None) -> Layout:
-    """The layout of ``info``'s frames; ``sample_rgb`` (a decoded frame) settles ambiguous aspects."""
+def detect_layout(info: VideoInfo, sample_rgb: np.ndarray | None = None, override: str | None = None) -> Layout:
+    """The layout of ``info``'s frames; ``sample_rgb`` (a decoded frame) settles ambiguous aspects;
+    ``override`` (one of LAYOUT_CHOICES) is taken as said, whatever the file claims."""
     w, h = info.width, info.height
     if info.rotation in (90, 270):
         w, h = h, w
+    if override is not None:
+        return forced_layout(w, h, override)
     ratio = w / h
     proj, stereo = info.projection, info.stereo_mode
     if proj is not None and proj != "equirectangular":
@@ -106,6 +116,20 @@ def detect_layout(info: VideoInfo, sample_rgb: np.ndarray | None = None) -> Layo
                     "side-by-side stereo, or 16:9 squeezed equirectangular", info.path)
 
 
+def forced_layout(w: int, h: int, name: str) -> Layout:
+    """The layout the user named; every eye is resampled to 2:1 whatever its aspect."""
+    if name not in LAYOUT_CHOICES:
+        raise OdinError(f"--layout must be one of {', '.join(LAYOUT_CHOICES)}, got {name!r}")
+    mode = {"side-by-side": "left-right"}.get(name, name)
+    if mode in ("top-bottom", "left-right"):
+        crop, eye = _stereo_crop(w, h, mode)
+    else:
+        crop, eye = (0, 0, w, h), "mono"
+    eye_ratio = (crop[2] - crop[0]) / (crop[3] - crop[1])
+    note = "" if _near(eye_ratio, 2.0) else f"eye {eye_ratio:.2f}:1 resampled to 2:1"
+    return Layout(mode, crop, eye, "override", note)
+
+
 def _stereo_crop(w: int, h: int, mode: str) -> tuple[tuple[int, int, int, int], str]:
     return ((0, 0, w, h // 2), "top") if mode == "top-bottom" else ((0, 0, w // 2, h), "left")
 
@@ -115,8 +139,12 @@ def _stereo_from_metadata(info: VideoInfo, w: int, h: int, mode: str) -> Layout:
     eye_ratio = (crop[2] - crop[0]) / (crop[3] - crop[1])
     if _near(eye_ratio, 1.0):
         raise OdinError(f"{mode} stereo with square eyes is a 180° (VR180) video, not a full 360° panorama", info.path)
+    if _near(eye_ratio, 32 / 9) and mode == "top-bottom":
+        # A 16:9 frame holding two squeezed eyes, as some cameras export: like squeezed mono.
+        return Layout(mode, crop, eye, "metadata", f"eye {eye_ratio:.2f}:1 resampled to 2:1")
     if not _near(eye_ratio, 2.0):
-        raise OdinError(f"{mode} stereo eyes are {eye_ratio:.3f}:1, expected 2:1", info.path)
+        raise OdinError(f"{mode} stereo eyes are {eye_ratio:.3f}:1, expected 2:1 (or 32:9 top-bottom in 16:9); "
+                        "--layout overrides", info.path)
     return Layout(mode, crop, eye, "metadata")
 
 
@@ -132,6 +160,12 @@ def _stereo_from_content(info: VideoInfo, w: int, h: int, rgb: np.ndarray | None
 
 
 def _squeezed(info: VideoInfo, w: int, h: int, rgb: np.ndarray | None) -> Layout:
+    if rgb is not None and halves_correlation(rgb, 0) >= _SQUEEZED_TB_MIN_CORRELATION:
+        # Two 32:9 eyes stacked in 16:9 (the metadata, if any, may only say "equirectangular").
+        corr = halves_correlation(rgb, 0)
+        crop, eye = _stereo_crop(w, h, "top-bottom")
+        return Layout("top-bottom", crop, eye, "metadata+content" if info.projection else "aspect+content",
+                      f"16:9 top-bottom stereo, eye resampled to 2:1; halves correlation {corr:.2f}")
     if info.projection == "equirectangular":
         return Layout("squeezed", (0, 0, w, h), "mono", "metadata", "16:9 resampled to 2:1")
     if rgb is None:

@@ -3,10 +3,12 @@
     DATASET/
       ingest_config.json          settings the dataset was built with (a re-run must match)
       parts/ab/VIDEOID/           one finished unit of work (ab = 2 hex chars of a hash of the id)
-        record.json               video, frames (kept and dropped, with reasons) and views rows
+        record.json               video (with rig mask stats and cuts), frames (kept and dropped, with
+                                  reasons, and their shot) and views rows
         frames-00000.tar          kept equirect frames  (key VIDEOID/000012: jpg + json)
         views-00000.tar           perspective views     (key VIDEOID/000012/v03: jpg + json)
-        contact_sheet.png         thumbnails of up to 36 kept frames, evenly spread (to eyeball)
+        contact_sheet.png         thumbnails of up to 36 kept frames, evenly spread, rig mask tinted red
+        rig_mask.png              the rig / self-body mask at the stored resolution, 255 = rig (when found or given)
       videos.parquet frames.parquet views.parquet   consolidated from parts/ at the end of a run
       summary.json                counts of the last run (also printed)
 

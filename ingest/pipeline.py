@@ -16,15 +16,18 @@ from pathlib import Path
 
 import numpy as np
 
+from ingest.analysis import ClipAnalysis
 from ingest.atomic import atomic_write_json
 from ingest.contact import CONTACT_SHEET, ContactSheet
 from ingest.decode import SamplingConfig, iter_sampled_frames, to_bgr
 from ingest.errors import OdinError
 from ingest.filters import FilterConfig, FrameFilter
-from ingest.layout import apply_rotation, detect_layout, to_equirect
+from ingest.layout import LAYOUT_CHOICES, apply_rotation, detect_layout, to_equirect
 from ingest.manifest import RECORD, commit_part, frame_id, new_tmp_part, part_dir, read_record
 from ingest.probe import probe
+from ingest.rigmask import RigMaskConfig
 from ingest.shards import ShardWriter, encode_bgr_image
+from ingest.shots import CutConfig
 from ingest.views import ViewsConfig, extract_views, view_id
 
 
@@ -33,7 +36,11 @@ class IngestConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
     views: ViewsConfig = field(default_factory=ViewsConfig)
+    rig_mask: RigMaskConfig = field(default_factory=RigMaskConfig)
+    cuts: CutConfig = field(default_factory=CutConfig)
     equirect_width: int = 2048  # stored equirect frames (never upscaled beyond the source's eye)
+    layout: str | None = None  # force a layout (ingest.layout.LAYOUT_CHOICES) instead of detecting it
+    mask_file: str | None = None  # a user's rig mask for every video, instead of the automatic one
     jpeg_quality: int = 95
     threads: int = 2  # per video: view extraction and JPEG encoding overlap decoding
     shard_max_count: int = 1000
@@ -44,6 +51,8 @@ class IngestConfig:
             raise OdinError(f"--equirect-width must be an even number >= 8, got {self.equirect_width}")
         if not (1 <= self.jpeg_quality <= 100):
             raise OdinError(f"--jpeg-quality must be in [1, 100], got {self.jpeg_quality}")
+        if self.layout is not None and self.layout not in LAYOUT_CHOICES:
+            raise OdinError(f"--layout must be one of {', '.join(LAYOUT_CHOICES)}, got {self.layout!r}")
 
     def identity(self) -> dict:
         """The settings that decide what a dataset contains (a resumed run must use the same)."""
@@ -126,12 +135,13 @@ def _extract(item: WorkItem, tmp: Path, config: IngestConfig, video: dict, frame
     view_writer = ShardWriter(tmp, "views", config.shard_max_count, config.shard_max_bytes)
     pending = collections.deque()
     sheet = ContactSheet()
+    analysis = ClipAnalysis(config.rig_mask, config.cuts, config.mask_file)
     with ThreadPoolExecutor(max(1, config.threads)) as pool, frame_writer, view_writer:
         for decoded in iter_sampled_frames(item.path, info, config.sampling):
             # Frames stay in OpenCV's BGR order end to end: views and JPEGs need no channel swap.
             bgr = apply_rotation(to_bgr(decoded.frame), info.rotation)
             if layout is None:
-                layout = detect_layout(info, np.ascontiguousarray(bgr[..., ::-1]))  # it reads RGB
+                layout = detect_layout(info, np.ascontiguousarray(bgr[..., ::-1]), config.layout)  # it reads RGB
                 out_w = min(config.equirect_width, layout.crop_width - layout.crop_width % 2)
                 video.update(layout=layout.name, layout_eye=layout.eye, layout_source=layout.source,
                              layout_note=layout.note, equirect_width=out_w, equirect_height=out_w // 2)
@@ -144,6 +154,7 @@ def _extract(item: WorkItem, tmp: Path, config: IngestConfig, video: dict, frame
                    "kept": reason is None, "drop_reason": reason, "mean": stats.mean, "std": stats.std,
                    "laplacian_var": stats.laplacian_var, "diff_prev": stats.diff_prev, "shard": None}
             frames.append(row)
+            analysis.add(equirect, reason)
             if reason is None:
                 sheet.add(equirect)
                 pending.append((row, pool.submit(_encode_frame, equirect, specs, config.jpeg_quality)))
@@ -154,7 +165,9 @@ def _extract(item: WorkItem, tmp: Path, config: IngestConfig, video: dict, frame
             _write_frame(*pending.popleft(), specs, frame_writer, view_writer, views)
     if not frames:
         raise OdinError("no frame could be decoded", item.path)
-    sheet.save(tmp / CONTACT_SHEET)
+    mask, fields = analysis.finish(tmp, frames, out_w, out_w // 2)
+    video.update(fields)
+    sheet.save(tmp / CONTACT_SHEET, mask)
 
 
 def _check_frame(equirect: np.ndarray, path: str) -> None:

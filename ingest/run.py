@@ -144,8 +144,10 @@ def summarize(rows: list[dict], already_done: int, seconds: float, tables: dict)
         "videos_failed": by_status["failed"],
         "videos_skipped": by_status["skipped"],
         "failed_by_reason": dict(collections.Counter(r["error_kind"] for r in rows if r["status"] == "failed")),
-        "skipped_by_reason": dict(collections.Counter(r["error_kind"] for r in rows if r["status"] == "skipped")),
+        # Refusals are few distinct sentences: counted by the whole reason, never a truncated kind.
+        "skipped_by_reason": dict(collections.Counter(r["error"] for r in rows if r["status"] == "skipped")),
         "failures": {r["path"]: r["error"] for r in rows if r["status"] == "failed"},
+        "skipped": {r["path"]: r["error"] for r in rows if r["status"] == "skipped"},
         "frames_sampled": sampled,
         "frames_kept": kept,
         "frames_dropped_by_reason": dict(dropped),

@@ -241,8 +241,29 @@ def _render(scene, c2w, dirs_cam, time) -> Render:
     h, w = dirs_cam.shape[:2]
     origins, dirs = cv.rays_world(np.asarray(c2w, np.float64), dirs_cam.reshape(-1, 3))
     hits = cast_rays(scene, origins, dirs, time)
+    if scene.rig is not None:
+        _overlay_rig(hits, scene, np.asarray(c2w, np.float64)[:3, :3], dirs_cam.reshape(-1, 3))
     rgb = np.round(hits.rgb * 255).astype(np.uint8).reshape(h, w, 3)
     return Render(rgb=rgb, depth=hits.depth.astype(np.float32).reshape(h, w), ids=hits.ids.reshape(h, w))
+
+
+def _overlay_rig(hits: Hits, scene: Scene, R_c2w: np.ndarray, dirs_cam: np.ndarray) -> None:
+    """Draw the camera-attached rig over ``hits`` (in place): traced in the camera frame, so it
+    covers the same pixels whatever the pose; lit by the world's light like everything else."""
+    rig = scene.rig
+    d = cv.normalize(dirs_cam)
+    center = np.asarray(rig.center, np.float64)
+    t = _box_range(np.zeros_like(d), d, rig, center)
+    sel = t < hits.depth
+    if not sel.any():
+        return
+    n_cam, u, v = _object_surface(t[sel, None] * d[sel], rig, center)
+    normals = n_cam @ R_c2w.T
+    light = cv.normalize(np.asarray(scene.light_direction, np.float64))
+    lambert = np.clip(-(normals @ light), 0.0, 1.0).astype(np.float32)
+    rgb = sample_texture(load_texture(rig.texture), u * rig.texels_per_meter, v * rig.texels_per_meter)
+    hits.rgb[sel] = np.clip(rgb * (0.55 + 0.45 * lambert)[:, None], 0, 1)
+    hits.depth[sel], hits.ids[sel], hits.normals[sel] = t[sel], rig.id, normals
 
 
 @functools.lru_cache(maxsize=8)

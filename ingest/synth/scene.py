@@ -4,6 +4,8 @@ Axes follow ``ingest.conventions`` (y points down): the floor is the plane ``y =
 (> 0), the ceiling ``y = ceiling_y`` (< 0); the camera moves near ``y = 0``.
 Object id 0 is the room (walls, floor, ceiling); objects are numbered 1..n.
 Every object stands on the floor; the optional moving object slides back and forth along x.
+The optional rig (``Scene.rig``) is a box in the *camera* frame: it rides along with the camera,
+like a car body or a drone's arms, and covers the same equirect pixels in every frame.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import numpy as np
 # Photographs that ship inside scikit-image (no download); grayscale ones get a colour tint.
 TEXTURES = ("astronaut", "coffee", "chelsea", "rocket", "brick", "grass", "gravel",
             "camera", "moon", "immunohistochemistry", "hubble_deep_field", "coins", "page", "clock", "cat")
+RIG_ID = 255  # object id of the camera-attached rig in the id maps
 ROOM_TEXTURES = {"floor": "gravel", "ceiling": "moon", "wall_x+": "brick", "wall_x-": "grass",
                  "wall_z+": "hubble_deep_field", "wall_z-": "immunohistochemistry"}
 
@@ -55,6 +58,7 @@ class Scene:
     room_textures: dict = field(default_factory=lambda: dict(ROOM_TEXTURES))
     room_texels_per_meter: float = 128.0
     light_direction: tuple[float, float, float] = (0.35, 1.0, 0.25)  # direction light travels (downwards)
+    rig: Primitive | None = None  # a box fixed in the camera frame (centre and size in camera axes)
 
     @property
     def extent(self) -> float:
@@ -69,17 +73,36 @@ class Scene:
         d = asdict(self)
         d["extent"] = self.extent
         d["bounds"] = {"min": self.bounds[0], "max": self.bounds[1]}
-        d["id_names"] = {0: "room", **{o.id: f"{o.kind}_{o.id}" for o in self.objects}}
+        d["id_names"] = {0: "room", **{o.id: f"{o.kind}_{o.id}" for o in self.objects},
+                         **({self.rig.id: "rig"} if self.rig else {})}
         return d
 
     @classmethod
     def from_json(cls, d: dict) -> "Scene":
         d = {k: v for k, v in d.items() if k not in ("extent", "bounds", "id_names")}
-        objects = [Primitive(**{**o, "center": tuple(o["center"]), "size": tuple(o["size"])}) for o in d.pop("objects")]
-        return cls(objects=objects, **{**d, "light_direction": tuple(d["light_direction"])})
+        def prim(o):
+            return Primitive(**{**o, "center": tuple(o["center"]), "size": tuple(o["size"])})
+
+        objects = [prim(o) for o in d.pop("objects")]
+        rig = d.pop("rig", None)
+        return cls(objects=objects, rig=prim(rig) if rig else None,
+                   **{**d, "light_direction": tuple(d["light_direction"])})
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=2)
+
+
+def rig_box() -> Primitive:
+    """A textured box below and in front of the camera (camera axes: y down, z forward), as a car's
+    bonnet or a drone's landing gear would be: about 60° wide, centred 50° below the horizon."""
+    return Primitive(id=RIG_ID, kind="box", center=(0.0, 0.36, 0.3), size=(0.26, 0.05, 0.16), texture="coffee",
+                     texels_per_meter=700.0)
+
+
+def rotated_room_textures(k: int) -> dict:
+    """The room's textures moved round its six faces by ``k``: another room, same photographs."""
+    names, textures = list(ROOM_TEXTURES), list(ROOM_TEXTURES.values())
+    return {n: textures[(i + k) % len(textures)] for i, n in enumerate(names)}
 
 
 def make_scene(seed: int = 0, n_objects: int = 6, moving_object: bool = False,

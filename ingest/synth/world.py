@@ -4,9 +4,15 @@ Folder layout written by :func:`generate` (``odin synth --out DIR``):
 
     video.mp4            H.264 equirectangular video (yuv420p), frame k at time k / fps
     scene.json           the scene (room, objects, textures) and the generation config
-    cameras.json         per frame: index, time, 4x4 camera-to-world pose (``ingest.conventions``)
+    cameras.json         per frame: index, time, shot, 4x4 camera-to-world pose (``ingest.conventions``)
     gt/frame_%06d.npz    per frame: ``depth`` (H, W) float32 range, ``ids`` (H, W) uint8 (0 = room)
     meshes/*.ply         the room and each object as triangle meshes at time 0 (trimesh)
+
+With ``cut_at`` the clip jumps at that time to a second room (``scene_after_cut`` in
+scene.json: other objects, the room's textures on other faces, another camera path): frames
+from then on are shot 1 and their poses live in that room's own world frame. With ``rig_box``
+a box rides along with the camera (``Scene.rig``, id ``RIG_ID`` in the id maps); it is not in
+``meshes/`` since it is not part of the world.
 
 The folder is built under a temporary name and renamed into place at the end, so a killed
 run leaves no half-written world; re-running with the same config is a no-op.
@@ -27,7 +33,7 @@ from ingest.errors import OdinError
 from ingest.media import write_mp4
 from ingest.synth.camera_path import CameraPathConfig, camera_to_world
 from ingest.synth.render import Render, render_equirect
-from ingest.synth.scene import Primitive, Scene, make_scene
+from ingest.synth.scene import Primitive, Scene, make_scene, rig_box, rotated_room_textures
 
 
 @dataclass
@@ -38,6 +44,8 @@ class SynthConfig:
     seed: int = 0
     n_objects: int = 6
     moving_object: bool = False
+    rig_box: bool = False  # a textured box fixed below/in front of the camera (a rig to mask)
+    cut_at: float | None = None  # seconds: jump to another room here (a shot cut)
     crf: int = 16
     keyframe_seconds: float = 2.0  # GOP length, like typical uploaded 360° video
     path: CameraPathConfig = field(default_factory=CameraPathConfig)
@@ -47,6 +55,8 @@ class SynthConfig:
             raise OdinError(f"--width must be a multiple of 4 and >= 16, got {self.width}")
         if self.seconds <= 0 or self.fps <= 0:
             raise OdinError(f"--seconds and --fps must be positive, got {self.seconds}, {self.fps}")
+        if self.cut_at is not None and not (0 < self.cut_at < self.seconds):
+            raise OdinError(f"--cut-at must lie inside the clip (0, {self.seconds}) s, got {self.cut_at}")
 
     @property
     def height(self) -> int:
@@ -55,6 +65,25 @@ class SynthConfig:
     @property
     def n_frames(self) -> int:
         return max(1, int(round(self.seconds * self.fps)))
+
+    def shot_at(self, time: float) -> int:
+        return int(self.cut_at is not None and time >= self.cut_at - 1e-9)
+
+    def scenes(self) -> list[Scene]:
+        """The room of each shot (one, or two with a cut)."""
+        first = make_scene(self.seed, self.n_objects, self.moving_object)
+        scenes = [first]
+        if self.cut_at is not None:
+            second = make_scene(self.seed + 1, self.n_objects, self.moving_object)
+            second.room_textures = rotated_room_textures(3)
+            scenes.append(second)
+        for scene in scenes:
+            scene.rig = rig_box() if self.rig_box else None
+        return scenes
+
+    def pose(self, time: float) -> np.ndarray:
+        """Camera-to-world at ``time``: each shot follows its own path (seed + shot) in its own room."""
+        return camera_to_world(time, self.path, self.seed + self.shot_at(time))
 
     @classmethod
     def from_dict(cls, d: dict) -> "SynthConfig":
@@ -72,8 +101,10 @@ class SyntheticWorld:
         except FileNotFoundError as e:
             raise OdinError("not a synthetic world folder (missing scene.json or cameras.json)", root) from e
         self.config = SynthConfig.from_dict(meta["config"])
-        self.scene = Scene.from_json(meta["scene"])
+        self.scene = Scene.from_json(meta["scene"])  # the first shot's room
+        self.scenes = [self.scene] + ([Scene.from_json(meta["scene_after_cut"])] if "scene_after_cut" in meta else [])
         self.times = np.array([f["time"] for f in cams["frames"]], dtype=np.float64)
+        self.shots = np.array([f.get("shot", 0) for f in cams["frames"]], dtype=np.int64)
         self.poses = np.array([f["c2w"] for f in cams["frames"]], dtype=np.float64)
 
     @property
@@ -85,12 +116,23 @@ class SyntheticWorld:
 
     def pose_at(self, time: float) -> np.ndarray:
         """Exact camera-to-world pose at any time (the path is analytic, not interpolated)."""
-        return camera_to_world(time, self.config.path, self.config.seed)
+        return self.config.pose(time)
 
     def render(self, index: int, height: int | None = None) -> Render:
         """Re-render frame ``index`` losslessly (at the video's size unless ``height`` is given)."""
         h = height or self.config.height
-        return render_equirect(self.scene, self.poses[index], h, 2 * h, float(self.times[index]))
+        return render_equirect(self.scenes[self.shots[index]], self.poses[index], h, 2 * h, float(self.times[index]))
+
+    def rig_mask(self, height: int | None = None) -> np.ndarray | None:
+        """(H, W) bool: the pixels the camera-attached rig covers (the same in every frame), or None."""
+        if self.scene.rig is None:
+            return None
+        h = height or self.config.height
+        return render_equirect(self.scene, np.eye(4), h, 2 * h).ids == self.scene.rig.id
+
+    def shot_frames(self) -> list[list[int]]:
+        """Frame indices per shot."""
+        return [np.flatnonzero(self.shots == k).tolist() for k in range(len(self.scenes))]
 
     def ground_truth(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """(depth range, object ids) of frame ``index`` as stored on disk."""
@@ -145,7 +187,7 @@ def generate(out_dir: str | Path, config: SynthConfig | None = None, progress: b
     elif out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise OdinError("exists and is not empty; choose a new --out or pass --overwrite", out_dir)
 
-    scene = make_scene(config.seed, config.n_objects, config.moving_object)
+    scenes = config.scenes()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
@@ -156,10 +198,10 @@ def generate(out_dir: str | Path, config: SynthConfig | None = None, progress: b
         def rendered_frames():
             for k in tqdm(range(config.n_frames), desc="synth", unit="frame", disable=not progress):
                 t = k / config.fps
-                c2w = camera_to_world(t, config.path, config.seed)
-                r = render_equirect(scene, c2w, config.height, config.width, t)
+                c2w = config.pose(t)
+                r = render_equirect(scenes[config.shot_at(t)], c2w, config.height, config.width, t)
                 np.savez_compressed(tmp / "gt" / f"frame_{k:06d}.npz", depth=r.depth, ids=r.ids)
-                frames_meta.append({"index": k, "time": t, "c2w": c2w.tolist()})
+                frames_meta.append({"index": k, "time": t, "shot": config.shot_at(t), "c2w": c2w.tolist()})
                 yield r.rgb
 
         write_mp4(tmp / "video.mp4", rendered_frames(), config.fps, config.crf,
@@ -167,10 +209,13 @@ def generate(out_dir: str | Path, config: SynthConfig | None = None, progress: b
         atomic_write_json(tmp / "cameras.json", {
             "convention": "camera-to-world, OpenCV axes (x right, y down, z forward); see ingest.conventions",
             "fps": config.fps, "width": config.width, "height": config.height, "frames": frames_meta})
-        room_mesh(scene).export(tmp / "meshes" / "room.ply")
-        for prim in scene.objects:
+        room_mesh(scenes[0]).export(tmp / "meshes" / "room.ply")
+        for prim in scenes[0].objects:
             object_mesh(prim).export(tmp / "meshes" / f"object_{prim.id:02d}.ply")
-        atomic_write_json(tmp / "scene.json", {"config": meta_config, "scene": scene.to_json()})
+        meta = {"config": meta_config, "scene": scenes[0].to_json()}
+        if len(scenes) > 1:
+            meta["scene_after_cut"] = scenes[1].to_json()
+        atomic_write_json(tmp / "scene.json", meta)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.chmod(0o755)
