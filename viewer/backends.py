@@ -122,11 +122,6 @@ class OdinBackend:
 
         self.set_source(decode_image(Path(view.image_path).read_bytes()), view.c2w, depth_scale)
 
-    def set_uploaded_source(self, content: bytes, c2w: np.ndarray | None = None) -> None:
-        from ingest.shards import decode_image
-
-        self.set_source(decode_image(content), np.eye(4) if c2w is None else c2w, 1.0)
-
     def set_source(self, rgb: np.ndarray, c2w: np.ndarray, depth_scale: float) -> None:
         from odin.data import image_tensor, to_rgb_square
 

@@ -1,18 +1,37 @@
 """`odin view` (browser viewer) and `odin demo` (the end-to-end job)."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from ingest.errors import OdinError
 
 
-def _run_view(args) -> int:
-    from viewer.app import ViewerApp
+def _check_view_args(args) -> str | None:
+    """Refuses bad flags before anything loads; returns the exposure warning, if any."""
+    from viewer.app import ViewerLimits
+    from viewer.security import exposure_warning
 
+    max_height = ViewerLimits().max_height
+    if not 0 <= args.port <= 65535:
+        raise OdinError(f"--port {args.port}: must be 0-65535 (0 picks a free port)")
+    for flag, value in (("--preview-height", args.preview_height), ("--full-height", args.full_height)):
+        if not 8 <= value <= max_height:
+            raise OdinError(f"{flag} {value}: must be 8-{max_height} pixels")
+    warning = exposure_warning(args.host, not args.no_token)
     run = Path(args.run)
     if not run.is_dir():
         raise OdinError("no such NRC run folder (create one with `odin nrc fit`)", run)
-    app = ViewerApp(run, host=args.host, port=args.port, odin_run=args.odin,
+    return warning
+
+
+def _run_view(args) -> int:
+    warning = _check_view_args(args)
+    from viewer.app import ViewerApp
+
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    app = ViewerApp(Path(args.run), host=args.host, port=args.port, odin_run=args.odin, token=not args.no_token,
                     preview_height=args.preview_height, full_height=args.full_height)
     app.serve_forever()
     return 0
@@ -38,10 +57,15 @@ def register(subparsers) -> None:
     d.set_defaults(func=_run_demo)
 
     p = subparsers.add_parser("view", help="fly a camera through an NRC scene in the browser",
-                              description="Start a viser server for an NRC run and print its URL.")
+                              description="Start a viser server for an NRC run and print its URL, which holds a fresh access "
+                                          "token: websockets without it, or from another web page, are refused. "
+                                          "Everything the viewer saves goes to RUN/viewer/.")
     p.add_argument("run", help="NRC run folder (from `odin nrc fit`)")
-    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: this machine only)")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="interface to bind (default: this machine only; any other prints a warning)")
+    p.add_argument("--port", type=int, default=8080, help="0-65535; taken ports move to the next free one")
+    p.add_argument("--no-token", action="store_true",
+                   help="no access token in the URL (loopback --host only): any local program may connect")
     p.add_argument("--odin", default=None, help="an Odin run folder: enables Odin mode (imagined views)")
     p.add_argument("--preview-height", type=int, default=128, help="render height while the camera moves")
     p.add_argument("--full-height", type=int, default=512, help="render height once the camera is still")
