@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 GPU ?= 0
 
-.PHONY: demo test venv clean bench
+.PHONY: demo test venv clean bench gpu-check
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -27,6 +27,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+
+# Every GPU claim in one call of at most 8 minutes (bench/gpu_check.py). No venv is built: a GPU
+# machine's own CUDA torch is used when it has one; missing wheels come from wheels/.
+gpu-check:
+	$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PY)) bench/gpu_check.py
 
 clean:
 	rm -rf $(VENV) demo_out
