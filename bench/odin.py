@@ -2,10 +2,11 @@
 
     python bench/odin.py                      # every available device, 128 px, 50 sampling steps
     python bench/odin.py --device cpu --train-steps 5 --gen-batch 1
+    python bench/odin.py --config cpu --resolution 48     # the CPU quality config (bench/odin_quality.py)
 
 Training is timed on in-memory batches (model, loss, backward, optimizer, EMA: no data loading);
 generation is DDIM with classifier-free guidance (two UNet passes per step).  The model is the
-default OdinConfig at --resolution.
+default OdinConfig (or, with --config cpu, odin.config.cpu_config) at --resolution.
 """
 from __future__ import annotations
 
@@ -79,7 +80,7 @@ def bench_training(cfg: OdinConfig, device, batch: int, steps: int, bf16: bool) 
 
 def bench_generation(cfg: OdinConfig, device, batch: int, steps: int, dtype) -> float:
     model, _ = new_denoiser(cfg.model, PixelCodec())
-    pipe = OdinPipeline(model, PixelCodec(), cfg.diffusion, cfg.model.resolution, device, dtype)
+    pipe = OdinPipeline.assemble(model, PixelCodec(), cfg.diffusion, cfg.model.resolution, device, dtype)
     data = random_batch(batch, cfg.model.resolution, "cpu")
     cond = ViewCondition(data.source, data.R.double(), data.t.double(), torch.ones(batch, dtype=torch.float64),
                          plucker=data.plucker)
@@ -100,13 +101,17 @@ def main() -> None:
     p.add_argument("--train-steps", type=int, help="timed optimizer steps (default: 20 on GPU, 3 on CPU)")
     p.add_argument("--gen-batch", type=int, help="default: 64 on GPU, 1 on CPU")
     p.add_argument("--threads", type=int, default=2, help="CPU threads")
+    p.add_argument("--config", choices=("default", "cpu"), default="default",
+                   help="default: OdinConfig(); cpu: the CPU quality config")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     devices = args.device or (["cuda", "cpu"] if torch.cuda.is_available() else ["cpu"])
-    cfg = OdinConfig()
+    from odin.config import cpu_config
+
+    cfg = cpu_config(args.resolution) if args.config == "cpu" else OdinConfig()
     cfg.model.resolution = args.resolution
-    print(f"odin bench: default model at {args.resolution} px, {args.steps} DDIM steps with guidance")
+    print(f"odin bench: {args.config} model at {args.resolution} px, {args.steps} DDIM steps with guidance")
     for name in devices:
         device = torch.device(name)
         gpu = device.type == "cuda"

@@ -2,13 +2,18 @@
 
     RUN/config.json                        the run's OdinConfig
     RUN/checkpoints/step_00001000/
-        odin.json                          config, UNet config, model signature, step, data position,
+        odin.json                          config, denoiser config, model signature, step, data position,
                                            EMA and optimizer scalars
         model.safetensors                  raw weights
         ema.safetensors                    EMA weights (what generation uses)
         optimizer.safetensors              optimizer tensors, flattened as "state/<param>/<name>"
-        rng.safetensors                    each process's training-generator state ("train_<rank>")
     RUN/checkpoints/latest.json            {"name": "step_00001000", "step": 1000}
+    RUN/pipeline/                          the latest EMA weights as a diffusers pipeline folder
+                                           (model_index.json, denoiser/, scheduler/, vae/ in latent mode)
+
+No random-generator state is stored: every random draw of training is seeded by the sample's
+place in the data stream (odin/training.py), so the stream position alone resumes it exactly,
+with any number of processes.
 
 A checkpoint folder is assembled under a temporary name and renamed into place, and
 ``latest.json`` is replaced atomically afterwards, so a kill at any moment leaves the previous
@@ -29,7 +34,8 @@ from safetensors.torch import load_file, save_file
 from ingest.atomic import atomic_write_json
 from ingest.errors import OdinError
 from odin.config import OdinConfig, model_signature
-from odin.models import OdinDenoiser, build_denoiser
+from odin.models import OdinDenoiser, build_denoiser, denoiser_config
+from odin.schedulers import training_scheduler
 
 
 def checkpoints_dir(run: Path) -> Path:
@@ -77,8 +83,7 @@ class TrainState:
     index: int
 
 
-def save_checkpoint(run: Path, config: OdinConfig, unet_config: dict, model, ema, optimizer,
-                    rng_states: list[torch.Tensor], state: TrainState, keep: int) -> Path:
+def save_checkpoint(run: Path, config: OdinConfig, model, ema, optimizer, state: TrainState, keep: int) -> Path:
     ckpts = checkpoints_dir(run)
     ckpts.mkdir(parents=True, exist_ok=True)
     name = f"step_{state.step:08d}"
@@ -89,10 +94,9 @@ def save_checkpoint(run: Path, config: OdinConfig, unet_config: dict, model, ema
         save_file(_named_shadow(model, ema), tmp / "ema.safetensors")
         opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
         save_file(opt_tensors, tmp / "optimizer.safetensors")
-        save_file({f"train_{r}": s.cpu() for r, s in enumerate(rng_states)}, tmp / "rng.safetensors")
         ema_meta = {k: v for k, v in ema.state_dict().items() if k != "shadow_params"}
         atomic_write_json(tmp / "odin.json", {
-            "config": config.to_dict(), "unet_config": unet_config, "signature": model_signature(config),
+            "config": config.to_dict(), "denoiser_config": denoiser_config(model), "signature": model_signature(config),
             "step": state.step, "epoch": state.epoch, "index": state.index, "ema": ema_meta, "optimizer": opt_meta})
         final = ckpts / name
         if final.exists():
@@ -147,10 +151,8 @@ def load_weights(model: torch.nn.Module, path: Path, params_only: bool = False) 
     model.load_state_dict(tensors, strict=not params_only)
 
 
-def restore_training(ckpt: Path, model, ema, optimizer, generator: torch.Generator, rank: int = 0,
-                     world_size: int = 1) -> TrainState:
-    """Load everything a checkpoint holds.  Resuming with another number of processes is refused:
-    their random streams and data shares would not continue the interrupted run."""
+def restore_training(ckpt: Path, model, ema, optimizer) -> TrainState:
+    """Load weights, EMA and optimizer; returns the step and data-stream position."""
     meta = read_meta(ckpt)
     load_weights(model, ckpt / "model.safetensors")
     shadow = _load_tensors(ckpt / "ema.safetensors")
@@ -160,11 +162,6 @@ def restore_training(ckpt: Path, model, ema, optimizer, generator: torch.Generat
     ema.load_state_dict({**meta["ema"], "shadow_params": [shadow[n].to(params[n].device) for n in params]})
     opt_state = _unflatten_optimizer(_load_tensors(ckpt / "optimizer.safetensors"), meta["optimizer"])
     optimizer.load_state_dict(opt_state)
-    rng = _load_tensors(ckpt / "rng.safetensors")
-    if len(rng) != world_size or f"train_{rank}" not in rng:
-        raise OdinError(f"checkpoint was written by {len(rng)} process(es); resume with that many, "
-                        f"not {world_size}", ckpt)
-    generator.set_state(rng[f"train_{rank}"])
     return TrainState(meta["step"], meta["epoch"], meta["index"])
 
 
@@ -178,6 +175,37 @@ def load_for_inference(run_or_ckpt: str | Path, use_ema: bool = True) -> tuple[O
         raise OdinError("no checkpoint yet (train first, or wait for the first checkpoint)", path)
     meta = read_meta(ckpt)
     config = OdinConfig.from_dict(meta["config"], ckpt / "odin.json")
-    model = build_denoiser(meta["unet_config"], config.model)
+    if "denoiser_config" in meta:
+        model = OdinDenoiser.from_config(meta["denoiser_config"])
+    else:  # checkpoints written before the denoiser was a diffusers model
+        model = build_denoiser(meta["unet_config"], config.model)
     load_weights(model, ckpt / ("ema.safetensors" if use_ema else "model.safetensors"), params_only=use_ema)
     return model.eval(), config, meta
+
+
+def export_pipeline(run: Path, model, ema, codec, config: OdinConfig) -> Path:
+    """Write RUN/pipeline (hub layout, EMA weights).  It is assembled aside and swapped in, so a
+    kill leaves a whole pipeline (RUN/pipeline, or for an instant RUN/.pipeline.old)."""
+    from odin.pipeline import OdinPipeline
+
+    final = Path(run) / "pipeline"
+    tmp = Path(tempfile.mkdtemp(prefix=".pipeline.", dir=run))
+    ema.store(model.parameters())
+    ema.copy_to(model.parameters())
+    try:
+        pipe = OdinPipeline(model, training_scheduler(config.diffusion), getattr(codec, "vae", None),
+                            config.model.resolution, config.to_dict())
+        pipe.save_pretrained(tmp)
+        old = final.with_name(".pipeline.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        ema.restore(model.parameters())
+    return final
+

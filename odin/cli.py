@@ -19,8 +19,10 @@ def register(subparsers) -> None:
 def _add_train(subparsers) -> None:
     p = subparsers.add_parser("train", help="train the pose-conditioned diffusion model on a PAIRS folder",
                               description="Train (or resume) an Odin run. Re-running with the same --out resumes "
-                                          "from its latest checkpoint exactly. Multi-GPU: `accelerate launch -m "
-                                          "ingest.cli train ...` (or torchrun).")
+                                          "from its latest checkpoint exactly. Several processes: `accelerate "
+                                          "launch --multi_gpu --num_processes N -m ingest.cli train ...`, or "
+                                          "`torchrun --nproc_per_node N -m ingest.cli train ...` (one srun task "
+                                          "per node under SLURM); without CUDA the processes join over gloo.")
     p.add_argument("pairs", help="PAIRS folder (pairs.parquet + shards/)")
     p.add_argument("--out", required=True, help="RUN folder (checkpoints, samples, tensorboard)")
     p.add_argument("--config", help="JSON OdinConfig (sections model, diffusion, data, train); default: built-in")
@@ -29,6 +31,9 @@ def _add_train(subparsers) -> None:
     p.add_argument("--batch-size", type=int, help="override train.batch_size (per process)")
     p.add_argument("--max-steps", type=int, help="override train.max_steps")
     p.add_argument("--max-minutes", type=float, help="override train.max_minutes (stop after a checkpoint)")
+    p.add_argument("--split-by", choices=("auto", "video", "time", "recorded"),
+                   help="override data.split_by: how val pairs are held out (whole videos/rooms or time ranges)")
+    p.add_argument("--val-fraction", type=float, help="override data.val_fraction")
     p.add_argument("--tiny", action="store_true", help="start from the tiny CPU config (tests, smoke runs)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_train)
@@ -47,7 +52,8 @@ def _load_config(args):
     if args.pretrained:
         cfg.model.pretrained = str(Path(args.pretrained).resolve())
     for name, section, key in (("resolution", cfg.model, "resolution"), ("batch_size", cfg.train, "batch_size"),
-                               ("max_steps", cfg.train, "max_steps"), ("max_minutes", cfg.train, "max_minutes")):
+                               ("max_steps", cfg.train, "max_steps"), ("max_minutes", cfg.train, "max_minutes"),
+                               ("split_by", cfg.data, "split_by"), ("val_fraction", cfg.data, "val_fraction")):
         if getattr(args, name) is not None:
             setattr(section, key, getattr(args, name))
     return cfg
@@ -211,7 +217,8 @@ def _add_eval(subparsers) -> None:
     p.add_argument("run", help="RUN folder or checkpoint folder")
     p.add_argument("pairs", help="PAIRS folder")
     p.add_argument("--out", help="where eval.json and eval_grid.png go (default: RUN/eval)")
-    p.add_argument("--split", default="val")
+    p.add_argument("--split", default="val", choices=("val", "train", "all"),
+                   help="which pairs, held out by the run's data.split_by rule (default: val)")
     p.add_argument("--max-pairs", type=int, help="evaluate at most this many pairs")
     p.add_argument("--world", help="synthetic world the pairs come from: adds the GT-depth warp baseline")
     p.add_argument("--batch-size", type=int, default=8)
@@ -223,7 +230,7 @@ def _add_eval(subparsers) -> None:
 def _run_eval(args) -> int:
     from odin.evaluate import evaluate
 
-    pipe, _ = _pipeline(args.run, args)
+    pipe, cfg = _pipeline(args.run, args)
     world = None
     if args.world:
         from ingest.synth import SyntheticWorld
@@ -233,7 +240,8 @@ def _run_eval(args) -> int:
     with _oom_hint(f"lower --batch-size (now {args.batch_size})"):
         report = evaluate(pipe, args.pairs, out, split=args.split, max_pairs=args.max_pairs, world=world,
                           steps=args.steps, sampler=args.sampler, guidance=args.guidance, batch_size=args.batch_size,
-                          seed=args.seed, pose_following=not args.no_pose_following)
+                          seed=args.seed, pose_following=not args.no_pose_following, split_by=cfg.data.split_by,
+                          val_fraction=cfg.data.val_fraction)
     _print_report(report)
     print(f"odin eval: {out / 'eval.json'}, {out / 'eval_grid.png'}")
     return 0

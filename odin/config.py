@@ -24,6 +24,7 @@ class ModelConfig:
     attention_levels: tuple[bool, ...] = (False, False, True)
     norm_num_groups: int = 32
     pose_fourier_bands: int = 6  # Fourier features of the 10-D pose vector before its MLP
+    pose_tokens: int = 4  # cross-attention tokens the pose becomes in a pretrained UNet2DConditionModel
     mask_logit_init: float = 2.0  # M starts near sigmoid(2) = 0.88: most pixels count at first
     pretrained: str | None = None  # local diffusers folder with vae/ and unet/ -> latent mode
 
@@ -50,6 +51,11 @@ class DiffusionConfig:
 class DataConfig:
     fov_deg: float = 90.0  # assumed field of view for `odin generate --image` (pairs carry their own K)
     shuffle_buffer: int = 256
+    # Which pairs are held out (odin/splits.py): "video" (whole videos or synthetic rooms), "time" (the
+    # last val_fraction of each video's frames), "recorded" (the pairs' own split column, refused if a
+    # val pair shares a frame with a train pair) or "auto" (video when there are enough videos, else time).
+    split_by: str = "auto"
+    val_fraction: float = 0.2
 
 
 @dataclass
@@ -123,4 +129,15 @@ def tiny_config(resolution: int = 32) -> OdinConfig:
                           attention_levels=(False, False), norm_num_groups=8, pose_fourier_bands=4),
         train=TrainConfig(batch_size=4, lr=1e-3, warmup_steps=0, max_steps=20, log_every=5,
                           checkpoint_every=10, sample_every=10, sample_steps=4, sample_count=2, ema_decay=0.9),
+    )
+
+
+def cpu_config(resolution: int = 48) -> OdinConfig:
+    """The CPU quality configuration (bench/odin_quality.py): a UNet sized for two cores at 48-64 px."""
+    return OdinConfig(
+        model=ModelConfig(resolution=resolution, block_out_channels=(32, 64, 96), layers_per_block=1,
+                          attention_levels=(False, False, True), norm_num_groups=8, pose_fourier_bands=4),
+        data=DataConfig(shuffle_buffer=512, split_by="video"),
+        train=TrainConfig(batch_size=8, lr=5e-4, warmup_steps=100, max_steps=1_000_000, ema_decay=0.995,
+                          log_every=20, checkpoint_every=200, sample_every=0, sample_steps=20, sample_count=4),
     )

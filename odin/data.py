@@ -76,6 +76,7 @@ class PairBatch:
     t: torch.Tensor  # (B, 3)
     pair_ids: list[str]
     position: "StreamPosition | None" = None  # where the stream stands once this batch is consumed
+    keys: torch.Tensor | None = None  # (B,) int64: each sample's place in the global stream (seeds its noise)
 
     def to(self, device) -> "PairBatch":
         moved = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in vars(self).items()}
@@ -85,7 +86,7 @@ class PairBatch:
         return len(self.pair_ids)
 
 
-def collate(samples, resolution: int, work_resolution: int, source=None) -> PairBatch:
+def collate(samples, resolution: int, work_resolution: int, source=None, keys=None) -> PairBatch:
     """PairSamples -> a batch; ``work_resolution`` is the UNet's side (resolution / VAE factor)."""
     src, tgt, motion, has_motion, Rs, ts, scales, Ks, ids = [], [], [], [], [], [], [], [], []
     for s in samples:
@@ -107,7 +108,8 @@ def collate(samples, resolution: int, work_resolution: int, source=None) -> Pair
     t = torch.from_numpy(np.stack(ts))
     return PairBatch(source=torch.stack(src), target=torch.stack(tgt), motion=torch.stack(motion),
                      has_motion=torch.tensor(has_motion), pose=pose_vector(R, t, torch.tensor(scales, dtype=R.dtype)),
-                     plucker=plucker_maps(R, t, Ks), R=R.float(), t=t.float(), pair_ids=ids)
+                     plucker=plucker_maps(R, t, Ks), R=R.float(), t=t.float(), pair_ids=ids,
+                     keys=None if keys is None else torch.as_tensor(keys, dtype=torch.int64))
 
 
 @dataclass
@@ -119,22 +121,20 @@ class StreamPosition:
 class PairStream:
     """Endless, resumable, process-sharded batches of pairs from a PAIRS folder."""
 
-    def __init__(self, pairs_dir: str | Path, split: str | None, batch_size: int, resolution: int,
+    def __init__(self, pairs_dir: str | Path, pair_ids: frozenset | None, batch_size: int, resolution: int,
                  work_resolution: int, seed: int = 0, shuffle_buffer: int = 256, rank: int = 0, world_size: int = 1,
                  position: StreamPosition | None = None):
-        self.pairs_dir, self.split = Path(pairs_dir), split
+        self.pairs_dir, self.pair_ids = Path(pairs_dir), pair_ids
         self.batch_size, self.resolution, self.work_resolution = batch_size, resolution, work_resolution
         self.seed, self.shuffle_buffer, self.rank, self.world_size = seed, shuffle_buffer, rank, world_size
         self.position = position or StreamPosition()
 
     def _epoch_samples(self, epoch: int):
-        from correspondence.pairs_io import iter_pair_samples
-
-        return iter_pair_samples(self.pairs_dir, split=self.split, shuffle_buffer=self.shuffle_buffer,
-                                 seed=self.seed * 100003 + epoch)
+        return pair_samples(self.pairs_dir, self.pair_ids, shuffle_buffer=self.shuffle_buffer,
+                            seed=self.seed * 100003 + epoch)
 
     def _chunks(self) -> Iterator[tuple[int, int, object]]:
-        """(epoch, index after the chunk, this process's sample) for each chunk of world_size samples."""
+        """(epoch, index after the chunk, (global key, this process's sample)) per chunk of world_size samples."""
         epoch, start = self.position.epoch, self.position.index
         while True:
             chunk, seen = [], 0
@@ -144,21 +144,23 @@ class PairStream:
                     continue
                 chunk.append(sample)
                 if len(chunk) == self.world_size:
-                    yield epoch, g + 1, chunk[self.rank]
+                    # Keys number samples across epochs, so no two draws of noise repeat.
+                    yield epoch, g + 1, ((epoch << 32) + g + 1 - self.world_size + self.rank, chunk[self.rank])
                     chunk = []
             if seen < self.world_size:
-                split = f" in split {self.split!r}" if self.split else ""
+                split = " in the training split" if self.pair_ids is not None else ""
                 raise OdinError(f"only {seen} pairs{split}; need at least {self.world_size}", self.pairs_dir)
             epoch, start = epoch + 1, 0
 
     def __iter__(self) -> Iterator[PairBatch]:
-        samples = []
-        for epoch, index, sample in self._chunks():
+        samples, keys = [], []
+        for epoch, index, (key, sample) in self._chunks():
             samples.append(sample)
+            keys.append(key)
             if len(samples) == self.batch_size:
-                batch = collate(samples, self.resolution, self.work_resolution, self.pairs_dir)
+                batch = collate(samples, self.resolution, self.work_resolution, self.pairs_dir, keys)
                 batch.position = StreamPosition(epoch, index)
-                samples = []
+                samples, keys = [], []
                 yield batch
 
 
@@ -200,19 +202,24 @@ def prefetch(iterable, depth: int = 4):
         stop.set()
 
 
-def first_pairs(pairs_dir, split: str | None, count: int, resolution: int, work_resolution: int) -> PairBatch:
-    """The first ``count`` pairs of a split (falling back to all pairs), unshuffled: fixed preview pairs."""
+def pair_samples(pairs_dir, pair_ids: frozenset | None, shuffle_buffer: int = 0, seed: int = 0):
+    """The pairs whose ids are in ``pair_ids`` (all pairs when None), as PairSamples."""
     from correspondence.pairs_io import iter_pair_samples
 
+    for sample in iter_pair_samples(pairs_dir, split=None, shuffle_buffer=shuffle_buffer, seed=seed):
+        if pair_ids is None or sample.record.pair_id in pair_ids:
+            yield sample
+
+
+def first_pairs(pairs_dir, pair_ids: frozenset | None, count: int, resolution: int, work_resolution: int,
+                what: str = "val") -> PairBatch:
+    """The first ``count`` pairs among ``pair_ids``, unshuffled: fixed preview pairs.  No fallback to
+    other pairs: an empty selection is an error naming ``what``."""
     samples = []
-    for which in (split, None):
-        samples = []
-        for s in iter_pair_samples(pairs_dir, split=which):
-            samples.append(s)
-            if len(samples) == count:
-                break
-        if samples:
+    for s in pair_samples(pairs_dir, pair_ids):
+        samples.append(s)
+        if len(samples) == count:
             break
     if not samples:
-        raise OdinError("no pairs found", pairs_dir)
+        raise OdinError(f"no {what} pairs found", pairs_dir)
     return collate(samples, resolution, work_resolution, pairs_dir)

@@ -119,8 +119,14 @@ def _summary(values: list[float]) -> dict:
 # --------------------------------------------------------------------------- evaluation
 def evaluate(pipe: OdinPipeline, pairs_dir, out_dir: str | Path, split: str = "val", max_pairs: int | None = None,
              world=None, steps: int = 50, sampler: str = "ddim", guidance: float = 2.0, batch_size: int = 8,
-             seed: int = 0, grid_rows: int = 8, pose_following: bool = True, progress: bool = True) -> dict:
+             seed: int = 0, grid_rows: int = 8, pose_following: bool = True, progress: bool = True,
+             split_by: str = "auto", val_fraction: float = 0.2) -> dict:
+    """``split`` ("val", "train" or "all") is taken by the rule ``split_by`` (odin/splits.py): the
+    same held-out pairs that training left out when given the run's data config."""
     from tqdm import tqdm
+
+    from odin.data import pair_samples
+    from odin.splits import load_split
 
     out_dir = Path(out_dir)
     res, work = pipe.resolution, pipe.work_resolution
@@ -128,7 +134,8 @@ def evaluate(pipe: OdinPipeline, pairs_dir, out_dir: str | Path, split: str = "v
     metrics = {k: [] for k in ("psnr", "ssim", "psnr_copy", "ssim_copy", "psnr_warp", "ssim_warp",
                                "rot_err", "trans_err", "rot_err_gt", "trans_err_gt")}
     rows, n_done = [], 0
-    samples_iter = _raw_samples(pairs_dir, split)
+    pair_split = load_split(pairs_dir, split_by, val_fraction)
+    samples_iter = pair_samples(pairs_dir, pair_split.ids(split))
     bar = tqdm(total=max_pairs, desc="odin eval", unit="pair", disable=not progress)
     while max_pairs is None or n_done < max_pairs:
         chunk = [s for _, s in zip(range(batch_size if max_pairs is None else min(batch_size, max_pairs - n_done)),
@@ -163,16 +170,11 @@ def evaluate(pipe: OdinPipeline, pairs_dir, out_dir: str | Path, split: str = "v
         bar.update(len(chunk))
     bar.close()
     if n_done == 0:
-        raise OdinError(f"no pairs in split {split!r} to evaluate", pairs_dir)
-    report = {"pairs": n_done, "split": split, "steps": steps, "sampler": sampler, "guidance": guidance,
+        raise OdinError(f"no pairs in split {split!r} to evaluate ({pair_split.summary()})", pairs_dir)
+    report = {"pairs": n_done, "split": split, "split_by": pair_split.rule, "steps": steps, "sampler": sampler, "guidance": guidance,
               "columns_of_grid": ["source"] + (["gt_depth_warp"] if world is not None else []) + ["generated", "target"],
               **{k: _summary(v) for k, v in metrics.items() if v}}
     save_png(out_dir / "eval_grid.png", image_grid(rows))
     atomic_write_json(out_dir / "eval.json", report)
     return report
 
-
-def _raw_samples(pairs_dir, split: str):
-    from correspondence.pairs_io import iter_pair_samples
-
-    return iter_pair_samples(pairs_dir, split=split)

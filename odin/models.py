@@ -1,9 +1,17 @@
-"""The Odin denoiser (a diffusers UNet2DModel with conditioning channels) and the image codecs.
+"""The Odin denoiser (a diffusers ModelMixin around a UNet with conditioning channels) and the codecs.
 
 Input channels: noisy target (C) + source image (C) + Plücker map of the target camera (6).
 Output channels: the diffusion target (C, epsilon or v) + one motion-mask logit.
-The global pose code goes through a Fourier + MLP embedding and is added to the timestep
-embedding through the UNet's ``class_embed_type="identity"`` hook.
+The global pose code goes through a Fourier + MLP embedding and then
+
+* into a ``UNet2DModel`` (trained from scratch): added to the timestep embedding through the
+  UNet's ``class_embed_type="identity"`` hook;
+* into a ``UNet2DConditionModel`` (an SD-family checkpoint, ``--pretrained``): ``pose_tokens``
+  cross-attention tokens of width ``cross_attention_dim``, where the text/image embedding went;
+  the time embedding is kept as it was trained.
+
+``OdinDenoiser`` is a ``ModelMixin`` + ``ConfigMixin``: ``save_pretrained`` / ``from_pretrained``
+write and read ``config.json`` + ``diffusion_pytorch_model.safetensors`` like any diffusers model.
 """
 from __future__ import annotations
 
@@ -11,40 +19,62 @@ import math
 from pathlib import Path
 
 import torch
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from ingest.errors import OdinError
 from odin.conditioning import PLUCKER_CHANNELS, POSE_VECTOR_DIM
 from odin.config import ModelConfig
 
+UNET_CLASSES = ("UNet2DModel", "UNet2DConditionModel")
+
 
 class PoseEmbedding(nn.Module):
-    """Fourier features of the 10-D pose code, then a two-layer MLP to the UNet's embedding width."""
+    """Fourier features of the 10-D pose code, then a two-layer MLP (hidden width -> output width)."""
 
-    def __init__(self, out_dim: int, bands: int):
+    def __init__(self, hidden: int, out_dim: int, bands: int):
         super().__init__()
-        self.register_buffer("freqs", 2.0 ** torch.arange(bands, dtype=torch.float32) * math.pi, persistent=False)
+        self.bands = bands
         in_dim = POSE_VECTOR_DIM * (1 + 2 * bands)
-        self.mlp = nn.Sequential(nn.Linear(in_dim, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim))
+        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.SiLU(), nn.Linear(hidden, out_dim))
         # Zero output at first: a pretrained UNet starts unchanged; the pose signal is learned in.
         nn.init.zeros_(self.mlp[-1].weight)
         nn.init.zeros_(self.mlp[-1].bias)
 
     def forward(self, pose: torch.Tensor) -> torch.Tensor:
-        angles = pose[..., None] * self.freqs
+        # Computed here, not kept as a buffer: from_pretrained builds models on the meta device and
+        # fills only what the weights file holds.
+        freqs = 2.0 ** torch.arange(self.bands, dtype=pose.dtype, device=pose.device) * math.pi
+        angles = pose[..., None] * freqs
         feats = torch.cat([pose, angles.sin().flatten(1), angles.cos().flatten(1)], dim=-1)
         return self.mlp(feats.to(self.mlp[0].weight.dtype))
 
 
-class OdinDenoiser(nn.Module):
-    def __init__(self, unet, image_channels: int, pose_fourier_bands: int):
+def _unet_class(name: str):
+    from diffusers import UNet2DConditionModel, UNet2DModel
+
+    if name not in UNET_CLASSES:
+        raise OdinError(f"unsupported UNet class {name!r}; expected one of {', '.join(UNET_CLASSES)}")
+    return UNet2DModel if name == "UNet2DModel" else UNet2DConditionModel
+
+
+class OdinDenoiser(ModelMixin, ConfigMixin):
+    @register_to_config
+    def __init__(self, unet_config: dict, unet_class: str = "UNet2DModel", image_channels: int = 3,
+                 pose_fourier_bands: int = 6, pose_tokens: int = 4):
         super().__init__()
-        self.unet = unet
+        self.unet = _unet_class(unet_class).from_config(unet_config)
         self.image_channels = image_channels
-        embed_dim = unet.time_embedding.linear_2.out_features
-        self.pose_embedding = PoseEmbedding(embed_dim, pose_fourier_bands)
+        self.cross_attention = unet_class == "UNet2DConditionModel"
+        if self.cross_attention:
+            self.token_dim = token_width(self.unet.config)
+            hidden, out_dim = self.token_dim, self.token_dim * pose_tokens
+        else:
+            hidden = out_dim = self.unet.time_embedding.linear_2.out_features
+        self.pose_embedding = PoseEmbedding(hidden, out_dim, pose_fourier_bands)
         # Learned "no pose" code for the unconditional branch of classifier-free guidance.
-        self.null_pose = nn.Parameter(torch.zeros(embed_dim))
+        self.null_pose = nn.Parameter(torch.zeros(out_dim))
 
     def forward(self, noisy, timesteps, source, plucker, pose, keep=None):
         """Returns (prediction (B, C, H, W), motion-mask logit (B, 1, H, W))."""
@@ -54,8 +84,20 @@ class OdinDenoiser(nn.Module):
         x = torch.cat([noisy, source.to(noisy.dtype) * k, plucker.to(noisy.dtype) * k], dim=1)
         emb = self.pose_embedding(pose)
         emb = torch.where(keep[:, None], emb, self.null_pose.to(emb.dtype).expand_as(emb))
-        out = self.unet(x, timesteps, class_labels=emb).sample
+        if self.cross_attention:
+            tokens = emb.reshape(emb.shape[0], -1, self.token_dim).to(noisy.dtype)
+            out = self.unet(x, timesteps, encoder_hidden_states=tokens).sample
+        else:
+            out = self.unet(x, timesteps, class_labels=emb).sample
         return out[:, : self.image_channels], out[:, self.image_channels:]
+
+
+def token_width(unet_config) -> int:
+    """Width of the tokens a UNet2DConditionModel attends to (before its optional input projection)."""
+    width = unet_config.get("encoder_hid_dim") or unet_config.get("cross_attention_dim")
+    if not isinstance(width, int):
+        raise OdinError(f"UNet cross_attention_dim {width!r} differs per block; one width is supported")
+    return width
 
 
 def _block_types(attention_levels) -> tuple[list[str], list[str]]:
@@ -77,56 +119,14 @@ def pixel_unet_config(cfg: ModelConfig) -> dict:
             "class_embed_type": "identity", "attention_head_dim": 8}
 
 
-def build_denoiser(unet_config: dict, cfg: ModelConfig) -> OdinDenoiser:
-    """A denoiser with fresh weights from a UNet config (as stored in checkpoints)."""
-    from diffusers import UNet2DModel
-
-    unet = UNet2DModel.from_config(unet_config)
+def build_denoiser(unet_config: dict, cfg: ModelConfig, unet_class: str = "UNet2DModel") -> OdinDenoiser:
+    """A denoiser with fresh weights from a UNet config; the mask logit starts at cfg.mask_logit_init."""
     image_channels = unet_config["out_channels"] - 1
-    model = OdinDenoiser(unet, image_channels, cfg.pose_fourier_bands)
+    model = OdinDenoiser(json_ready(unet_config), unet_class, image_channels, cfg.pose_fourier_bands,
+                         cfg.pose_tokens)
     with torch.no_grad():
-        unet.conv_out.bias[image_channels:] = cfg.mask_logit_init
+        model.unet.conv_out.bias[image_channels:] = cfg.mask_logit_init
     return model
-
-
-def widen_pretrained_unet(unet_dir: Path, latent_channels: int, cfg: ModelConfig) -> OdinDenoiser:
-    """Load a pretrained UNet2DModel and widen it for Odin (the Zero-1-to-3 recipe).
-
-    The extra input channels start with zero weights and the extra mask output channel with zero
-    weights, so at step 0 the network computes exactly what the pretrained one did.
-    """
-    from diffusers import UNet2DModel
-
-    if not (unet_dir / "config.json").exists():
-        raise OdinError("missing unet/config.json (expected a diffusers folder with vae/ and unet/)", unet_dir)
-    kind = _diffusers_class(unet_dir)
-    if kind != "UNet2DModel":
-        raise OdinError(f"holds a {kind}; --pretrained supports UNet2DModel UNets only", unet_dir)
-    base = UNet2DModel.from_pretrained(unet_dir)
-    if base.config.in_channels != latent_channels or base.config.out_channels != latent_channels:
-        raise OdinError(f"UNet has {base.config.in_channels}->{base.config.out_channels} channels but the VAE "
-                        f"has {latent_channels} latent channels", unet_dir)
-    unet_config = {k: v for k, v in dict(base.config).items() if not k.startswith("_")}
-    unet_config.update(in_channels=2 * latent_channels + PLUCKER_CHANNELS, out_channels=latent_channels + 1,
-                       class_embed_type="identity", num_class_embeds=None)
-    model = build_denoiser(unet_config, cfg)
-    state = {k: v for k, v in base.state_dict().items() if not k.startswith("class_embedding.")}
-    with torch.no_grad():
-        w_in = torch.zeros_like(model.unet.conv_in.weight)
-        w_in[:, :latent_channels] = state.pop("conv_in.weight")
-        w_out = torch.zeros_like(model.unet.conv_out.weight)
-        w_out[:latent_channels] = state.pop("conv_out.weight")
-        b_out = model.unet.conv_out.bias.clone()
-        b_out[:latent_channels] = state.pop("conv_out.bias")
-        state.update({"conv_in.weight": w_in, "conv_out.weight": w_out, "conv_out.bias": b_out})
-    model.unet.load_state_dict(state, strict=True)
-    return model
-
-
-def _diffusers_class(folder: Path) -> str:
-    import json
-
-    return json.loads((folder / "config.json").read_text()).get("_class_name", "unknown")
 
 
 class PixelCodec:
@@ -168,33 +168,33 @@ class LatentCodec:
         return self
 
 
-def load_vae(pretrained: str | Path):
-    from diffusers import AutoencoderKL
-
-    vae_dir = Path(pretrained) / "vae"
-    if not (vae_dir / "config.json").exists():
-        raise OdinError("missing vae/config.json (expected a diffusers folder with vae/ and unet/)", pretrained)
-    kind = _diffusers_class(vae_dir)
-    if kind != "AutoencoderKL":
-        raise OdinError(f"holds a {kind}; --pretrained needs an AutoencoderKL VAE", vae_dir)
-    return AutoencoderKL.from_pretrained(vae_dir)
-
-
 def make_codec(cfg: ModelConfig):
+    from odin.pretrained import load_vae
+
     return LatentCodec(load_vae(cfg.pretrained)) if cfg.latent else PixelCodec()
 
 
+def codec_for(vae):
+    """The codec of a pipeline's (optional) VAE component."""
+    return PixelCodec() if vae is None else LatentCodec(vae)
+
+
 def new_denoiser(cfg: ModelConfig, codec) -> tuple[OdinDenoiser, dict]:
-    """Fresh model for a new run, and the UNet config to store with its checkpoints."""
+    """Fresh model for a new run, and its (JSON) config to store with its checkpoints."""
     if cfg.latent:
+        from odin.pretrained import widen_pretrained_unet
+
         if cfg.resolution % codec.factor:
             raise OdinError(f"model.resolution {cfg.resolution} is not a multiple of the VAE factor {codec.factor}")
-        model = widen_pretrained_unet(Path(cfg.pretrained) / "unet", codec.channels, cfg)
-        model.unet.register_to_config(sample_size=cfg.resolution // codec.factor)
+        model = widen_pretrained_unet(Path(cfg.pretrained) / "unet", codec.channels, cfg,
+                                      cfg.resolution // codec.factor)
     else:
         model = build_denoiser(pixel_unet_config(cfg), cfg)
-    unet_config = {k: v for k, v in dict(model.unet.config).items() if not k.startswith("_")}
-    return model, json_ready(unet_config)
+    return model, denoiser_config(model)
+
+
+def denoiser_config(model: OdinDenoiser) -> dict:
+    return json_ready({k: v for k, v in dict(model.config).items() if not k.startswith("_")})
 
 
 def json_ready(d: dict) -> dict:

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from diffusers import DiffusionPipeline
 
 from ingest import conventions as cv
 from odin.conditioning import check_rotation, plucker_maps, pose_vector
-from odin.config import DiffusionConfig
-from odin.schedulers import sampling_scheduler
+from odin.config import DiffusionConfig, OdinConfig
+from odin.schedulers import sampler_from, training_scheduler
 
 
 @dataclass
@@ -35,22 +36,54 @@ class ViewCondition:
     plucker: torch.Tensor | None = None  # (B, 6, h, w) when already computed (training batches carry it)
 
 
-class OdinPipeline:
-    def __init__(self, model, codec, diffusion: DiffusionConfig, resolution: int, device="cpu",
-                 dtype: torch.dtype = torch.float32):
-        self.model = model.to(device=device, dtype=dtype).eval()
-        self.codec = codec.to(device)
-        self.diffusion, self.resolution = diffusion, resolution
-        self.work_resolution = resolution // codec.factor
-        self.device, self.dtype = torch.device(device), dtype
-        torch.set_flush_denormal(True)  # denormals from near-zero weights slow CPU kernels many times over
+class OdinPipeline(DiffusionPipeline):
+    """Odin's sampler as a diffusers pipeline: components ``denoiser`` (OdinDenoiser), ``scheduler``
+    (the training DDPM schedule; samplers are derived from it per call) and ``vae`` (latent mode
+    only).  ``save_pretrained`` writes the hub layout (model_index.json + one folder per
+    component); ``OdinPipeline.from_pretrained`` reads it back."""
+
+    model_cpu_offload_seq = "denoiser->vae"
+    _optional_components = ["vae"]
+
+    def __init__(self, denoiser, scheduler, vae=None, resolution: int = 64, odin_config: dict | None = None):
+        super().__init__()
+        self.register_modules(denoiser=denoiser, scheduler=scheduler, vae=vae)
+        self.register_to_config(resolution=resolution, odin_config=odin_config)
+        # Denormals from near-zero (zero-initialised) weights slow CPU kernels many times over.
+        torch.set_flush_denormal(True)
+
+    @classmethod
+    def assemble(cls, model, codec, diffusion: DiffusionConfig, resolution: int, device="cpu",
+                 dtype: torch.dtype = torch.float32, odin_config: dict | None = None) -> "OdinPipeline":
+        """A pipeline around a live model and codec (training previews, evaluation, exports)."""
+        # ModelMixin.to warns about any dtype argument, even an unchanged one.
+        model = model.to(device) if model.dtype == dtype else model.to(device=device, dtype=dtype)
+        pipe = cls(model.eval(), training_scheduler(diffusion),
+                   getattr(codec, "vae", None), resolution, odin_config)
+        codec.to(device)
+        return pipe
+
+    @property
+    def resolution(self) -> int:
+        return self.config.resolution
+
+    @property
+    def codec(self):
+        from odin.models import codec_for
+
+        return codec_for(self.vae)
+
+    @property
+    def work_resolution(self) -> int:
+        return self.resolution // self.codec.factor
 
     def _encode_condition(self, cond: ViewCondition, Ks: list[cv.Intrinsics] | None):
         check_rotation(cond.R)
-        image = self.codec.encode(cond.image.to(self.device)).to(self.dtype)
+        dtype = self.denoiser.dtype
+        image = self.codec.encode(cond.image.to(self.device)).to(dtype)
         plucker = cond.plucker if cond.plucker is not None else plucker_maps(cond.R.double().cpu(), cond.t.double().cpu(), Ks)
-        plucker = plucker.to(self.device, self.dtype)
-        pose = pose_vector(cond.R.double(), cond.t.double(), cond.scale.double()).to(self.device, self.dtype)
+        plucker = plucker.to(self.device, dtype)
+        pose = pose_vector(cond.R.double(), cond.t.double(), cond.scale.double()).to(self.device, dtype)
         return image, plucker, pose
 
     @torch.no_grad()
@@ -61,13 +94,14 @@ class OdinPipeline:
 
         ``Ks`` are the targets' intrinsics at the working resolution (needed unless every
         condition carries its Plücker map)."""
-        scheduler = sampling_scheduler(sampler, self.diffusion)
+        scheduler = sampler_from(sampler, self.scheduler.config)
         scheduler.set_timesteps(steps, device=self.device)
+        codec, dtype = self.codec, self.denoiser.dtype
         encoded = [self._encode_condition(c, Ks) for c in conditions]
         weights = torch.tensor([c.weight for c in conditions], dtype=torch.float32)
         weights = (weights / weights.sum()).tolist()
         b = conditions[0].image.shape[0]
-        shape = (b, self.codec.channels, self.work_resolution, self.work_resolution)
+        shape = (b, codec.channels, self.work_resolution, self.work_resolution)
         noise_gen = generator.device if generator is not None else "cpu"
         x = torch.randn(shape, generator=generator, device=noise_gen).to(self.device) * scheduler.init_noise_sigma
         use_uncond = guidance != 1.0
@@ -80,15 +114,15 @@ class OdinPipeline:
             keep[-b:] = False
         mask_logit = None
         for t in scheduler.timesteps:
-            inp = scheduler.scale_model_input(x, t).to(self.dtype).repeat(n, 1, 1, 1)
+            inp = scheduler.scale_model_input(x, t).to(dtype).repeat(n, 1, 1, 1)
             ts = t.reshape(1).expand(n * b).to(self.device)
-            pred, logits = self.model(inp, ts, images, plucker, pose, keep)
+            pred, logits = self.denoiser(inp, ts, images, plucker, pose, keep)
             pred = pred.float().reshape(n, b, *shape[1:])
             cond = sum(w * pred[i] for i, w in enumerate(weights))
             guided = pred[-1] + guidance * (cond - pred[-1]) if use_uncond else cond
             x = scheduler.step(guided, t, x, generator=generator).prev_sample
             mask_logit = logits.float().reshape(n, b, 1, *shape[2:])[: len(encoded)].mean(0)
-        return self.codec.decode(x), torch.sigmoid(mask_logit)
+        return codec.decode(x), torch.sigmoid(mask_logit)
 
 
 def _condition(view: torch.Tensor, c2w_view, c2w_tgt, scale: float, weight: float) -> ViewCondition:
@@ -130,11 +164,19 @@ def trajectory(pipe: OdinPipeline, image: torch.Tensor, c2ws: list[np.ndarray], 
 
 
 def load_pipeline(run: str | Path, device: str | None = None, use_ema: bool = True):
-    """(OdinPipeline, OdinConfig) for a RUN folder or checkpoint folder; bf16 on CUDA."""
+    """(OdinPipeline, OdinConfig) for a RUN folder, a checkpoint folder or a pipeline folder
+    (model_index.json, as RUN/pipeline); bf16 on CUDA."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    if (Path(run) / "model_index.json").exists():
+        pipe = OdinPipeline.from_pretrained(run)
+        pipe.denoiser.to(device) if dtype == pipe.denoiser.dtype else pipe.denoiser.to(device=device, dtype=dtype)
+        pipe.codec.to(device)
+        return pipe, OdinConfig.from_dict(pipe.config.odin_config, Path(run) / "model_index.json")
     from odin.checkpoint import load_for_inference
     from odin.models import make_codec
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, cfg, _ = load_for_inference(run, use_ema=use_ema)
-    dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
-    return OdinPipeline(model, make_codec(cfg.model), cfg.diffusion, cfg.model.resolution, device, dtype), cfg
+    pipe = OdinPipeline.assemble(model, make_codec(cfg.model), cfg.diffusion, cfg.model.resolution, device, dtype,
+                                 cfg.to_dict())
+    return pipe, cfg

@@ -18,9 +18,13 @@ def training_scheduler(cfg: DiffusionConfig):
 
 def sampling_scheduler(name: str, cfg: DiffusionConfig):
     """A fresh sampler sharing the training schedule: "ddim" or "dpm" (DPM-Solver++ multistep)."""
+    return sampler_from(name, training_scheduler(cfg).config)
+
+
+def sampler_from(name: str, base):
+    """A sampler of kind ``name`` on the schedule of a training scheduler's config ``base``."""
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
-    base = training_scheduler(cfg).config
     if name == "ddim":
         return DDIMScheduler.from_config(base, clip_sample=False, set_alpha_to_one=False, timestep_spacing="trailing")
     if name == "dpm":

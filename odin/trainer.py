@@ -1,14 +1,16 @@
 """`odin train`: accelerate-driven training with EMA, exact resume, TensorBoard and sample grids.
 
-One process per GPU under ``accelerate launch`` / torchrun (each gets its own share of the
+One process per device under ``accelerate launch`` / torchrun (each gets its own share of the
 pair stream, see odin/data.py); bf16 autocast on GPU; gradient accumulation through accelerate.
-All training randomness comes from one generator per process whose state is checkpointed, and
-the data stream's position is checkpointed, so a killed run resumes exactly where its last
-checkpoint was taken.
+Every random draw is keyed by the sample's place in the stream (odin/training.py) and the
+stream position is checkpointed, so a killed run resumes exactly where its last checkpoint was.
+With several processes, rank 0 alone decides when to stop (time limit) and broadcasts it, so all
+ranks checkpoint and leave at the same step; logged losses are averaged over the ranks.
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 from pathlib import Path
@@ -17,22 +19,25 @@ import torch
 
 from ingest.atomic import atomic_write_json
 from ingest.errors import OdinError
-from odin.checkpoint import (TrainState, check_compatible, latest_checkpoint, read_meta, restore_training,
-                             save_checkpoint)
+from ingest.media import image_grid, save_png
+from odin.checkpoint import (TrainState, check_compatible, export_pipeline, latest_checkpoint, read_meta,
+                             restore_training, save_checkpoint)
 from odin.config import OdinConfig
 from odin.data import PairStream, StreamPosition, first_pairs, prefetch, tensor_image
-from ingest.media import image_grid, save_png
 from odin.models import make_codec, new_denoiser
 from odin.pipeline import OdinPipeline, ViewCondition
 from odin.schedulers import training_scheduler
+from odin.splits import PairSplit, load_split, warn_empty_val
 from odin.training import diffusion_loss
 
 
 def _accelerator(cfg: OdinConfig):
     from accelerate import Accelerator
 
-    mixed = cfg.train.mixed_precision if torch.cuda.is_available() else "no"
-    return Accelerator(mixed_precision=mixed, gradient_accumulation_steps=cfg.train.grad_accum)
+    cuda = torch.cuda.is_available()
+    # cpu=True without CUDA: under a multi-process launch accelerate then joins the gloo group.
+    return Accelerator(cpu=not cuda, mixed_precision=cfg.train.mixed_precision if cuda else "no",
+                       gradient_accumulation_steps=cfg.train.grad_accum)
 
 
 def _prepare_run(run: Path, cfg: OdinConfig, config_source) -> Path | None:
@@ -51,15 +56,21 @@ def _lr_at(step: int, cfg: OdinConfig) -> float:
 
 
 class SamplePreview:
-    """Fixed pairs rendered with the EMA weights: rows of source | generated | target | motion mask."""
+    """Fixed held-out pairs rendered with the EMA weights: rows of source | generated | target | mask.
 
-    def __init__(self, pairs_dir, cfg: OdinConfig, work_resolution: int, device):
-        self.batch = first_pairs(pairs_dir, "val", cfg.train.sample_count, cfg.model.resolution, work_resolution)
+    Without held-out pairs it renders training pairs, says so loudly once, and names the files
+    ``step_*_TRAIN.png`` so that nobody mistakes them for held-out results."""
+
+    def __init__(self, pairs_dir, cfg: OdinConfig, split: PairSplit, work_resolution: int, device):
+        fallback = warn_empty_val(split, pairs_dir, "sample grids show TRAINING pairs (samples/step_*_TRAIN.png)")
+        self.suffix = "_TRAIN" if fallback else ""
+        self.batch = first_pairs(pairs_dir, split.train if fallback else split.val, cfg.train.sample_count,
+                                 cfg.model.resolution, work_resolution, "train" if fallback else "val")
         self.cfg, self.device = cfg, device
 
-    def render(self, model, codec, out_path: Path, seed: int = 0) -> None:
+    def render(self, model, codec, out_dir: Path, step: int, seed: int = 0) -> None:
         b = self.batch
-        pipe = OdinPipeline(model, codec, self.cfg.diffusion, self.cfg.model.resolution, self.device)
+        pipe = OdinPipeline.assemble(model, codec, self.cfg.diffusion, self.cfg.model.resolution, self.device)
         scale = torch.exp(b.pose[:, -1].double())
         cond = ViewCondition(b.source, b.R.double(), b.t.double(), scale, plucker=b.plucker)
         gen = torch.Generator("cpu").manual_seed(seed)
@@ -67,13 +78,49 @@ class SamplePreview:
         masks = torch.nn.functional.interpolate(masks, size=images.shape[-2:], mode="nearest")
         rows = [[tensor_image(b.source[i]), tensor_image(images[i]), tensor_image(b.target[i]),
                  (masks[i, 0].clamp(0, 1) * 255).byte().cpu().numpy()] for i in range(len(b))]
-        save_png(out_path, image_grid(rows))
+        save_png(out_dir / f"step_{step:08d}{self.suffix}.png", image_grid(rows))
+
+
+class TrainLog:
+    """RUN/train_log.jsonl, one line per logged step (rank 0); lines past the resumed step are
+    dropped, as a killed run logged them after its last checkpoint."""
+
+    def __init__(self, run: Path, step: int):
+        self.path = run / "train_log.jsonl"
+        if self.path.exists():
+            keep = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+            self.path.write_text("".join(ln + "\n" for ln in keep))
+
+    def add(self, record: dict) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def _agree(accel, flag: bool) -> bool:
+    """Rank 0's ``flag`` on every rank: one process's clock decides for all (no rank can leave the
+    loop while another enters the next all-reduce)."""
+    if accel.num_processes == 1:
+        return flag
+    from accelerate.utils import broadcast
+
+    return bool(broadcast(torch.tensor([float(flag)], device=accel.device), from_process=0).item())
+
+
+def _rank0_choice(accel, path: Path | None) -> Path | None:
+    """Rank 0's checkpoint to resume from, on every rank (checkpoints may appear in between)."""
+    if accel.num_processes == 1:
+        return path
+    from accelerate.utils import broadcast_object_list
+
+    chosen = broadcast_object_list([None if path is None else str(path)], from_process=0)[0]
+    return None if chosen is None else Path(chosen)
 
 
 def train(pairs_dir: str | Path, run: str | Path, cfg: OdinConfig, config_source=None, progress: bool = True,
-          stop_after_steps: int | None = None) -> Path:
+          stop_after_steps: int | None = None, on_finish=None) -> Path:
     """Train (or resume) a run; returns the last checkpoint.  ``stop_after_steps`` ends this
-    invocation early after that many optimizer steps (as a kill would, but after a checkpoint)."""
+    invocation early after that many optimizer steps (as a kill would, but after a checkpoint).
+    ``on_finish(model, accelerator, step)`` is called on every process with the unwrapped model at the end."""
     from diffusers.training_utils import EMAModel
     from tqdm import tqdm
 
@@ -81,89 +128,98 @@ def train(pairs_dir: str | Path, run: str | Path, cfg: OdinConfig, config_source
     # Near-zero weights (zero-initialised layers) make denormal floats that slow CPU kernels 20x.
     torch.set_flush_denormal(True)
     resume_from = _prepare_run(run, cfg, config_source)
+    split = load_split(pairs_dir, cfg.data.split_by, cfg.data.val_fraction)
     accel = _accelerator(cfg)
-    device = accel.device
+    device, main = accel.device, accel.is_main_process
+    resume_from = _rank0_choice(accel, resume_from)
     codec = make_codec(cfg.model).to(device)
     work_res = cfg.model.resolution // codec.factor
     torch.manual_seed(tc.seed)  # the initial weights are part of what makes a run reproducible
-    model, unet_config = new_denoiser(cfg.model, codec)
+    model, _ = new_denoiser(cfg.model, codec)
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     ema = EMAModel(model.parameters(), decay=tc.ema_decay)
-    generator = torch.Generator(device).manual_seed(tc.seed * 7919 + accel.process_index)
     state = TrainState(0, 0, 0)
     if resume_from is not None:
-        state = restore_training(resume_from, model, ema, optimizer, generator, accel.process_index,
-                                 accel.num_processes)
+        state = restore_training(resume_from, model, ema, optimizer)
         ema.to(device)
-    if accel.is_main_process:
+    if main:
+        run.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run / "config.json", cfg.to_dict())
+        atomic_write_json(run / "split.json", split.to_dict())
+        print(f"odin train: {pairs_dir}: {split.summary()}", flush=True)
     scheduler = training_scheduler(cfg.diffusion)
     model, optimizer = accel.prepare(model, optimizer)
-    stream = PairStream(pairs_dir, "train", tc.batch_size, cfg.model.resolution, work_res, seed=tc.seed,
+    stream = PairStream(pairs_dir, split.train, tc.batch_size, cfg.model.resolution, work_res, seed=tc.seed,
                         shuffle_buffer=cfg.data.shuffle_buffer, rank=accel.process_index,
                         world_size=accel.num_processes, position=StreamPosition(state.epoch, state.index))
-    preview = SamplePreview(pairs_dir, cfg, work_res, device) if accel.is_main_process and tc.sample_every else None
-    writer = _summary_writer(run, state.step) if accel.is_main_process else None
-
+    preview = SamplePreview(pairs_dir, cfg, split, work_res, device) if main and tc.sample_every else None
+    writer = _summary_writer(run, state.step) if main else None
+    log = TrainLog(run, state.step) if main else None
     position = stream.position
 
     def checkpoint():
-        from accelerate.utils import gather_object
-
-        rng_states = gather_object([generator.get_state()])  # one per process, in rank order
-        if accel.is_main_process:
-            path = save_checkpoint(run, cfg, unet_config, accel.unwrap_model(model), ema, optimizer, rng_states,
+        if main:
+            bare = accel.unwrap_model(model)
+            path = save_checkpoint(run, cfg, bare, ema, optimizer,
                                    TrainState(state.step, position.epoch, position.index), tc.keep_checkpoints)
+            export_pipeline(run, bare, ema, codec, cfg)
         accel.wait_for_everyone()
-        return path if accel.is_main_process else latest_checkpoint(run)
+        return path if main else latest_checkpoint(run)
 
     last = resume_from
     bar = tqdm(total=tc.max_steps, initial=state.step, desc="odin train", unit="step",
-               disable=not (progress and accel.is_main_process))
+               disable=not (progress and main))
     started, steps_this_run, window = time.monotonic(), 0, (time.monotonic(), 0)
     batches = prefetch(stream)
     try:
         while state.step < tc.max_steps:
             for group in optimizer.param_groups:
                 group["lr"] = _lr_at(state.step, cfg)
+            step_loss = torch.zeros((), device=device)
             for _ in range(tc.grad_accum):
                 batch = next(batches)
                 position = batch.position
                 batch = batch.to(device)
                 with accel.accumulate(model), _oom_message(tc.batch_size, config_source):
                     with accel.autocast():
-                        loss, stats = diffusion_loss(model, codec, scheduler, batch, cfg.diffusion, generator)
+                        loss, stats = diffusion_loss(model, codec, scheduler, batch, cfg.diffusion, tc.seed)
                     accel.backward(loss)
                     if accel.sync_gradients and tc.grad_clip:
                         accel.clip_grad_norm_(model.parameters(), tc.grad_clip)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
+                step_loss += loss.detach() / tc.grad_accum
             ema.step(accel.unwrap_model(model).parameters())
             state.step += 1
             steps_this_run += 1
-            samples = tc.batch_size * tc.grad_accum * accel.num_processes
-            window = (window[0], window[1] + samples)
+            window = (window[0], window[1] + tc.batch_size * tc.grad_accum * accel.num_processes)
             if not math.isfinite(loss.item()):
                 raise OdinError(f"loss became {loss.item()} at step {state.step}; lower train.lr", config_source)
-            if state.step % tc.log_every == 0 or state.step == tc.max_steps:
+            out_of_time = tc.max_minutes is not None and time.monotonic() - started > 60 * tc.max_minutes
+            stop = _agree(accel, out_of_time) or (stop_after_steps is not None and steps_this_run >= stop_after_steps)
+            if state.step % tc.log_every == 0 or state.step == tc.max_steps or stop:
                 rate = window[1] / max(time.monotonic() - window[0], 1e-9)
                 window = (time.monotonic(), 0)
-                bar.set_postfix(loss=f"{loss.item():.4f}", mse=f"{stats['mse'].item():.4f}", samples_s=f"{rate:.1f}")
+                mean = {k: accel.reduce(v.detach().float().reshape(1), "mean").item()
+                        for k, v in {"loss": step_loss, **stats}.items()}
+                bar.set_postfix(loss=f"{mean['loss']:.4f}", mse=f"{mean['mse']:.4f}", samples_s=f"{rate:.1f}")
+                if main:
+                    log.add({"step": state.step, **mean, "samples_per_s": rate, "seconds": time.monotonic() - started})
                 if writer is not None:
-                    for k, v in {"loss": loss, **stats}.items():
-                        writer.add_scalar(f"train/{k}", float(v.detach()), state.step)
+                    for k, v in mean.items():
+                        writer.add_scalar(f"train/{k}", v, state.step)
                     writer.add_scalar("train/samples_per_s", rate, state.step)
                     writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], state.step)
             bar.update(1)
-            out_of_time = tc.max_minutes is not None and time.monotonic() - started > 60 * tc.max_minutes
-            stop = out_of_time or (stop_after_steps is not None and steps_this_run >= stop_after_steps)
             if state.step % tc.checkpoint_every == 0 or state.step == tc.max_steps or stop:
                 last = checkpoint() or last
             if preview is not None and (state.step % tc.sample_every == 0 or state.step == tc.max_steps):
-                _render_preview(preview, accel.unwrap_model(model), ema, codec, run / "samples" / f"step_{state.step:08d}.png")
+                _render_preview(preview, accel.unwrap_model(model), ema, codec, run / "samples", state.step)
             if stop:
                 break
+        if on_finish is not None:
+            on_finish(accel.unwrap_model(model), accel, state.step)
     finally:
         batches.close()
         bar.close()
@@ -172,11 +228,11 @@ def train(pairs_dir: str | Path, run: str | Path, cfg: OdinConfig, config_source
     return last
 
 
-def _render_preview(preview: SamplePreview, model, ema, codec, path: Path) -> None:
+def _render_preview(preview: SamplePreview, model, ema, codec, out_dir: Path, step: int) -> None:
     ema.store(model.parameters())
     ema.copy_to(model.parameters())
     try:
-        preview.render(model, codec, path)
+        preview.render(model, codec, out_dir, step)
     finally:
         ema.restore(model.parameters())
         model.train()

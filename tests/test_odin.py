@@ -99,6 +99,12 @@ def test_motion_loss_drops_moving_pixels_and_keeps_mask_from_collapsing():
     assert mask[..., :2].max() < 0.1 and mask[..., 2:].min() > 0.9
 
 
+def odin_pipeline_file() -> str:
+    import odin.pipeline
+
+    return odin.pipeline.__file__
+
+
 def _tiny_model(resolution=16):
     from odin.config import tiny_config
     from odin.models import PixelCodec, new_denoiser
@@ -109,7 +115,8 @@ def _tiny_model(resolution=16):
 
 
 def test_denoiser_shapes_and_condition_dropout():
-    model, unet_config, _ = _tiny_model()
+    model, config, _ = _tiny_model()
+    unet_config = config["unet_config"]
     assert unet_config["in_channels"] == 3 + 3 + 6 and unet_config["out_channels"] == 4
     torch.manual_seed(0)
     for p in model.pose_embedding.parameters():  # leave the zero init so the pose matters here
@@ -159,7 +166,7 @@ def test_pipeline_samplers_and_trajectory(sampler):
     from odin.pipeline import OdinPipeline, ViewCondition, trajectory
 
     model, _, cfg = _tiny_model()
-    pipe = OdinPipeline(model, PixelCodec(), cfg.diffusion, 16)
+    pipe = OdinPipeline.assemble(model, PixelCodec(), cfg.diffusion, 16)
     R, t = _yaw_pose(10, centre=(0.1, 0, 0))
     K = cv.Intrinsics.from_fov(16, 16, 90)
     cond = ViewCondition(torch.zeros(1, 3, 16, 16), R[None], t[None], torch.ones(1, dtype=torch.float64))
@@ -191,31 +198,55 @@ def test_write_mp4_roundtrip(tmp_path):
     assert grid.shape == (2 * 17 + 2, 2 * 19 + 2, 3)
 
 
-def _write_tiny_pretrained(folder):
-    from diffusers import AutoencoderKL, UNet2DModel
+def _tiny_vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                         up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
+                         norm_num_groups=8, sample_size=32)
+
+
+def _write_tiny_pretrained(folder, kind: str = "UNet2DModel", in_channels: int = 4):
+    """A tiny random diffusers checkpoint (vae/ + unet/) written with save_pretrained: no downloads.
+    ``UNet2DConditionModel`` has Stable Diffusion's architecture (cross-attention blocks) in miniature."""
+    from diffusers import UNet2DConditionModel, UNet2DModel
 
     torch.manual_seed(0)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
-                        norm_num_groups=8, sample_size=32)
-    unet = UNet2DModel(sample_size=16, in_channels=4, out_channels=4, block_out_channels=(16, 32),
-                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-                       layers_per_block=1, norm_num_groups=8)
-    vae.save_pretrained(folder / "vae")
+    if kind == "UNet2DModel":
+        unet = UNet2DModel(sample_size=16, in_channels=in_channels, out_channels=4, block_out_channels=(16, 32),
+                           down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                           layers_per_block=1, norm_num_groups=8)
+    else:
+        unet = UNet2DConditionModel(sample_size=16, in_channels=in_channels, out_channels=4,
+                                    block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
+                                    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+                                    cross_attention_dim=24, attention_head_dim=4)
+        # Random (not zero) attention outputs, as in a trained checkpoint, so tokens matter.
+        for name, p in unet.named_parameters():
+            if "attn2.to_out" in name:
+                torch.nn.init.normal_(p, std=0.2)
+    _tiny_vae().save_pretrained(folder / "vae")
     unet.save_pretrained(folder / "unet")
     return unet
 
 
-def test_latent_mode_widens_pretrained_unet_without_changing_it(tmp_path):
+def _latent_model(tmp_path, kind, in_channels=4):
     from odin.config import tiny_config
     from odin.models import make_codec, new_denoiser
 
-    base = _write_tiny_pretrained(tmp_path / "sd")
+    base = _write_tiny_pretrained(tmp_path / "sd", kind, in_channels)
     cfg = tiny_config(32)
     cfg.model.pretrained = str(tmp_path / "sd")
     codec = make_codec(cfg.model)
+    model, config = new_denoiser(cfg.model, codec)
+    return base, model, config, codec, cfg
+
+
+def test_latent_mode_widens_pretrained_unet_without_changing_it(tmp_path):
+    base, model, config, codec, cfg = _latent_model(tmp_path, "UNet2DModel")
     assert codec.factor == 2 and codec.channels == 4
-    model, unet_config = new_denoiser(cfg.model, codec)
+    unet_config = config["unet_config"]
     assert unet_config["in_channels"] == 4 + 4 + 6 and unet_config["sample_size"] == 16
     noisy, t = torch.randn(1, 4, 16, 16), torch.tensor([300])
     pred, _ = model(noisy, t, torch.randn(1, 4, 16, 16), torch.randn(1, 6, 16, 16), torch.randn(1, 10))
@@ -226,12 +257,79 @@ def test_latent_mode_widens_pretrained_unet_without_changing_it(tmp_path):
     (tmp_path / "bad" / "unet").mkdir(parents=True)
     (tmp_path / "bad" / "unet" / "config.json").write_text('{"_class_name": "UNet2DConditionModel"}')
     cfg.model.pretrained = str(tmp_path / "bad")
+    from odin.models import make_codec
+
     with pytest.raises(OdinError, match="missing vae/config.json"):
         make_codec(cfg.model)
-    from odin.models import widen_pretrained_unet
+    from odin.pretrained import widen_pretrained_unet
 
-    with pytest.raises(OdinError, match="UNet2DConditionModel; --pretrained supports UNet2DModel"):
+    (tmp_path / "bad" / "unet" / "config.json").write_text('{"_class_name": "ControlNetModel"}')
+    with pytest.raises(OdinError, match="holds a ControlNetModel; --pretrained supports UNet2DModel and "
+                                        "UNet2DConditionModel"):
         widen_pretrained_unet(tmp_path / "bad" / "unet", 4, cfg.model)
+
+
+def test_sd_unet2dcondition_is_widened_and_takes_pose_as_tokens(tmp_path):
+    """An SD-architecture UNet2DConditionModel: conv_in widened with zero weights, the pose enters as
+    cross-attention tokens, the time embedding is the pretrained one."""
+    base, model, config, codec, cfg = _latent_model(tmp_path, "UNet2DConditionModel")
+    assert config["unet_class"] == "UNet2DConditionModel" and config["unet_config"]["in_channels"] == 14
+    w = model.unet.conv_in.weight
+    assert torch.equal(w[:, :4], base.conv_in.weight) and not w[:, 4:].any()
+    assert torch.equal(model.unet.time_embedding.linear_1.weight, base.time_embedding.linear_1.weight)
+    noisy, t = torch.randn(2, 4, 16, 16), torch.tensor([300, 20])
+    src, plk, pose = torch.randn(2, 4, 16, 16), torch.randn(2, 6, 16, 16), torch.randn(2, 10)
+    pred, logit = model(noisy, t, src, plk, pose)
+    # Step 0: the widened UNet is the pretrained one with empty (zero) conditioning tokens.
+    zero_tokens = torch.zeros(2, cfg.model.pose_tokens, 24)
+    assert torch.allclose(pred, base(noisy, t, encoder_hidden_states=zero_tokens).sample, atol=1e-5)
+    assert logit.shape == (2, 1, 16, 16)
+    # Once the pose embedding is non-zero, the pose changes the output through cross-attention only.
+    torch.nn.init.normal_(model.pose_embedding.mlp[-1].weight, std=0.5)
+    a, _ = model(noisy, t, src, plk, pose)
+    b, _ = model(noisy, t, src, plk, pose + 0.5)
+    assert not torch.allclose(a, b, atol=1e-4)
+    seen = []
+    hook = model.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn2.register_forward_hook(
+        lambda mod, args, kwargs, out: seen.append(kwargs["encoder_hidden_states"].shape), with_kwargs=True)
+    model(noisy, t, src, plk, pose)
+    hook.remove()
+    assert seen == [(2, cfg.model.pose_tokens, 24)]
+
+
+def test_unet_that_already_takes_the_source_keeps_those_weights(tmp_path):
+    """Zero-1-to-3's UNet has 8 input channels (noisy + source latent): both are kept, Plücker is new."""
+    base, model, config, _, _ = _latent_model(tmp_path, "UNet2DConditionModel", in_channels=8)
+    w = model.unet.conv_in.weight
+    assert torch.equal(w[:, :8], base.conv_in.weight) and not w[:, 8:].any()
+
+
+def test_denoiser_and_pipeline_round_trip_through_diffusers(tmp_path):
+    from diffusers import DiffusionPipeline
+
+    from odin.models import OdinDenoiser, PixelCodec
+    from odin.pipeline import OdinPipeline, ViewCondition
+
+    model, _, cfg = _tiny_model()
+    torch.nn.init.normal_(model.pose_embedding.mlp[-1].weight, std=0.1)
+    model.save_pretrained(tmp_path / "denoiser")
+    again = OdinDenoiser.from_pretrained(tmp_path / "denoiser")
+    public = lambda c: {k: v for k, v in c.items() if not k.startswith("_")}  # noqa: E731
+    assert public(again.config) == public(model.config) and again.config["unet_class"] == "UNet2DModel"
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+    pipe = OdinPipeline.assemble(model, PixelCodec(), cfg.diffusion, 16, odin_config=cfg.to_dict())
+    pipe.save_pretrained(tmp_path / "pipe")
+    assert {p.name for p in (tmp_path / "pipe").iterdir()} == {"model_index.json", "denoiser", "scheduler"}
+    loaded = DiffusionPipeline.from_pretrained(tmp_path / "pipe", custom_pipeline=odin_pipeline_file(),
+                                               trust_remote_code=True)
+    assert type(loaded).__name__ == "OdinPipeline" and loaded.vae is None
+    R, t = _yaw_pose(10, centre=(0.1, 0, 0))
+    cond = ViewCondition(torch.rand(1, 3, 16, 16) * 2 - 1, R[None], t[None], torch.ones(1, dtype=torch.float64))
+    K = cv.Intrinsics.from_fov(16, 16, 90)
+    a, _ = pipe([cond], [K], steps=3, generator=torch.Generator().manual_seed(0))
+    b, _ = loaded([cond], [K], steps=3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a, b)
 
 
 def test_checkpoint_of_other_config_and_corrupt_weights_are_refused(tmp_path):
@@ -252,3 +350,67 @@ def test_checkpoint_of_other_config_and_corrupt_weights_are_refused(tmp_path):
     save_file({"unet.conv_in.weight": torch.zeros(1)}, bad)
     with pytest.raises(OdinError, match="another config"):
         load_weights(model, bad)
+
+
+def _records(video_frames: dict[str, list[tuple[int, int]]], recorded=None):
+    from correspondence.pairs_io import PairRecord
+
+    out = []
+    for video, pairs in video_frames.items():
+        for k, (i, j) in enumerate(pairs):
+            out.append(PairRecord(pair_id=f"{video}/p{k}", video_id=video, src_frame_id=f"{video}/{i:06d}",
+                                  tgt_frame_id=f"{video}/{j:06d}", src_view_id="", tgt_view_id="", R=[], t=[],
+                                  scale=1.0, inliers=0, overlap=1.0, motion_fraction=0.0,
+                                  split=(recorded or {}).get(f"{video}/p{k}", "train")))
+    return out
+
+
+def _frames(records, ids):
+    return {f for r in records if r.pair_id in ids for f in (r.src_frame_id, r.tgt_frame_id)}
+
+
+def test_time_split_holds_out_the_end_of_each_video_and_never_shares_a_frame():
+    from odin.splits import split_pairs
+
+    pairs = [(i, i + d) for i in range(0, 18) for d in (1, 2)]
+    records = _records({"v": pairs})
+    split = split_pairs(records, "auto", 0.2)
+    assert split.rule == "time"  # one video: held out by time
+    assert split.val and split.train and split.dropped
+    assert not _frames(records, split.val) & _frames(records, split.train)
+    # Frames 0..19: the last 20 % (16..19) are held out; pairs crossing 16 are in neither split.
+    assert split.val == {r.pair_id for r in records if int(r.src_frame_id[-6:]) >= 16}
+    assert len(split.train) + len(split.val) + len(split.dropped) == len(records)
+
+
+def test_video_split_holds_out_whole_videos_and_recorded_split_is_checked():
+    from odin.splits import split_pairs
+
+    records = _records({f"room{k}": [(0, 1), (1, 2), (2, 3)] for k in range(5)})
+    split = split_pairs(records, "auto", 0.2)
+    assert split.rule == "video" and len(split.val) == 3 and len(split.train) == 12
+    held = {r.video_id for r in records if r.pair_id in split.val}
+    assert len(held) == 1 and not any(r.video_id in held for r in records if r.pair_id in split.train)
+
+    leaky = _records({"v": [(0, 1), (1, 2), (5, 6)]}, recorded={"v/p1": "val"})
+    with pytest.raises(OdinError, match="1 of 1 recorded val pairs share a frame with training pairs"):
+        split_pairs(leaky, "recorded")
+    clean = _records({"v": [(0, 1), (1, 2), (5, 6)]}, recorded={"v/p2": "val"})
+    assert split_pairs(clean, "recorded").val == {"v/p2"}
+    with pytest.raises(OdinError, match="data.split_by must be one of"):
+        split_pairs(clean, "random")
+    import dataclasses
+
+    unnumbered = [dataclasses.replace(_records({"v": [(0, 1)]})[0], src_frame_id="v/first")]
+    with pytest.raises(OdinError, match="does not end in a frame number"):
+        split_pairs(unnumbered, "time")
+
+
+def test_empty_val_is_a_loud_warning(capsys):
+    from odin.splits import split_pairs, warn_empty_val
+
+    split = split_pairs(_records({"v": [(0, 1), (1, 2)]}), "time", 0.0)
+    assert not split.val
+    assert warn_empty_val(split, "PAIRS", "previews show training pairs")
+    err = capsys.readouterr().err
+    assert "WARNING: PAIRS: no held-out (val) pairs" in err and "previews show training pairs" in err

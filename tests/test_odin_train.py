@@ -18,7 +18,8 @@ def pairs(tiny_world, tmp_path_factory):
     from correspondence.synthetic_pairs import synthetic_gt_pairs
 
     out = tmp_path_factory.mktemp("odin") / "pairs"
-    synthetic_gt_pairs(tiny_world, out, 24, view_size=32, seed=0, val_fraction=0.25)
+    # Short frame gaps, so that the time split (the last 20 % of the frames held out) keeps most pairs.
+    synthetic_gt_pairs(tiny_world, out, 32, view_size=32, seed=0, max_frame_gap=3)
     return out
 
 
@@ -36,14 +37,15 @@ def _fixed_loss(run, pairs, cfg) -> float:
     """Loss of the raw weights on fixed val pairs, with fixed noise (what 'the loss falls' compares)."""
     from odin.checkpoint import latest_checkpoint, load_weights
     from odin.data import first_pairs
-    from odin.models import PixelCodec, build_denoiser
+    from odin.models import OdinDenoiser, PixelCodec
     from odin.schedulers import training_scheduler
+    from odin.splits import load_split
     from odin.training import diffusion_loss
 
     meta = json.loads((latest_checkpoint(run) / "odin.json").read_text())
-    model = build_denoiser(meta["unet_config"], cfg.model)
+    model = OdinDenoiser.from_config(meta["denoiser_config"])
     load_weights(model, latest_checkpoint(run) / "model.safetensors")
-    batch = first_pairs(pairs, "val", 8, 32, 32)
+    batch = first_pairs(pairs, load_split(pairs).val, 8, 32, 32)
     losses = []
     with torch.no_grad():
         for seed in range(4):
@@ -67,7 +69,11 @@ def test_training_loss_falls_and_writes_run(pairs, tmp_path):
     assert list((run / "tensorboard").glob("events.*"))
     ckpt = run / "checkpoints" / "step_00000040"
     assert {p.name for p in ckpt.iterdir()} == {"odin.json", "model.safetensors", "ema.safetensors",
-                                                "optimizer.safetensors", "rng.safetensors"}
+                                                "optimizer.safetensors"}
+    split = json.loads((run / "split.json").read_text())
+    assert split["rule"] == "time" and split["val"] and not set(split["val"]) & set(split["train"])
+    steps = [json.loads(line)["step"] for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert steps == [1, 10, 20, 30, 40]  # the 1-step run, then the resumed one
 
 
 def test_resume_is_exact(pairs, tmp_path):
@@ -79,7 +85,7 @@ def test_resume_is_exact(pairs, tmp_path):
     train(pairs, killed, cfg, progress=False, stop_after_steps=3)
     assert json.loads((killed / "checkpoints" / "latest.json").read_text())["step"] == 3
     train(pairs, killed, cfg, progress=False)
-    for name in ("model", "ema", "optimizer", "rng"):
+    for name in ("model", "ema", "optimizer"):
         a = load_file(tmp_path / "straight" / "checkpoints" / "step_00000006" / f"{name}.safetensors")
         b = load_file(killed / "checkpoints" / "step_00000006" / f"{name}.safetensors")
         assert a.keys() == b.keys()
@@ -140,6 +146,13 @@ def test_cli_train_generate_eval(pairs, tiny_world, tmp_path, capsys):
     assert main(["train", str(pairs), "--out", str(run), "--config", str(other), "--quiet"]) == 2
     assert "another model config" in capsys.readouterr().err
 
+    # synthetic_gt_pairs records val pairs at random inside one world: not held out, so refused.
+    leaky = tmp_path / "leaky"
+    assert main(["train", str(pairs), "--out", str(leaky), "--tiny", "--split-by", "recorded", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "pairs.parquet: " in err and "share a frame with training pairs" in err and len(err.splitlines()) == 1
+    assert not leaky.exists()
+
 
 def test_empty_pairs_are_refused(tmp_path):
     from correspondence.pairs_io import PairsWriter
@@ -152,23 +165,36 @@ def test_empty_pairs_are_refused(tmp_path):
         train(tmp_path / "empty", tmp_path / "run", _cfg(max_steps=1), progress=False)
 
 
-def test_latent_mode_trains_and_generates(pairs, tmp_path):
+def test_latent_mode_from_sd_unet_trains_generates_and_loads_in_diffusers(pairs, tmp_path):
+    """--pretrained with a tiny random SD-architecture checkpoint (UNet2DConditionModel + AutoencoderKL),
+    written here with save_pretrained; the run's pipeline folder loads back through diffusers."""
     from tests.test_odin import _write_tiny_pretrained
 
     from ingest.cli import main
+    from odin.checkpoint import load_for_inference
+    from odin.data import first_pairs
+    from odin.pipeline import OdinPipeline, ViewCondition, load_pipeline
 
-    _write_tiny_pretrained(tmp_path / "sd")
+    _write_tiny_pretrained(tmp_path / "sd", "UNet2DConditionModel")
     run = tmp_path / "run"
     assert main(["train", str(pairs), "--out", str(run), "--tiny", "--pretrained", str(tmp_path / "sd"),
                  "--max-steps", "2", "--quiet"]) == 0
-    meta = json.loads((run / "checkpoints" / "latest.json").read_text())
-    assert meta["step"] == 2
-    from odin.checkpoint import load_for_inference
-
+    assert json.loads((run / "checkpoints" / "latest.json").read_text())["step"] == 2
     model, cfg, info = load_for_inference(run)
-    assert cfg.model.latent and info["unet_config"]["in_channels"] == 14
+    assert cfg.model.latent and info["denoiser_config"]["unet_class"] == "UNet2DConditionModel"
+    assert info["denoiser_config"]["unet_config"]["in_channels"] == 14
     assert main(["eval", str(run), str(pairs), "--steps", "2", "--max-pairs", "2", "--no-pose-following",
                  "--out", str(tmp_path / "eval")]) == 0
+
+    index = json.loads((run / "pipeline" / "model_index.json").read_text())
+    assert index["_class_name"] == "OdinPipeline" and index["vae"] == ["diffusers", "AutoencoderKL"]
+    from_run, _ = load_pipeline(run, "cpu")
+    hub = OdinPipeline.from_pretrained(run / "pipeline")
+    b = first_pairs(pairs, None, 2, 32, 16)
+    cond = ViewCondition(b.source, b.R.double(), b.t.double(), torch.exp(b.pose[:, -1].double()), plucker=b.plucker)
+    x, _ = from_run([cond], steps=2, generator=torch.Generator().manual_seed(0))
+    y, _ = hub([cond], steps=2, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (2, 3, 32, 32) and torch.equal(x, y)  # the same EMA weights, the same sampler
 
 
 def test_killed_process_resumes_exactly(pairs, tmp_path):
