@@ -145,7 +145,8 @@ def test_module_layout_init_and_backends_on_cpu():
     enc = HashGridEncoding(3, tiny_config(4))
     assert list(enc.state_dict()) == ["table"] and enc.table.shape == (enc.spec.n_params,)
     assert enc.table.abs().max() <= 1e-4 and enc.table.std() > 1e-5  # tcnn's uniform(-1e-4, 1e-4)
-    assert enc.resolved_backend(torch.device("cpu")) == "torch"
+    # auto: the C++ kernels on CPU (tests/test_hashgrid_cpu.py), the reference where they cannot be built.
+    assert enc.resolved_backend(torch.device("cpu")) in ("cpu", "torch")
     x = torch.rand(10, 3, requires_grad=True)
     out = enc(x)
     assert enc.n_output_dims == 12 and out.shape == (10, 12)
