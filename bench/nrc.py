@@ -1,6 +1,13 @@
 """NRC targets, measured in one run on whatever device is here (GPU named when there is one).
 
     python bench/nrc.py [--seconds 300] [--world DIR] [--fern-seconds 120] [--preset gpu|cpu|tiny]
+    python bench/nrc.py --cpu-quick          # <= 12 minutes on 2 cores; ends with the fern line
+
+``--cpu-quick``: training rays/s and steps/s of every preset (fern, each preset's default
+height, 15 s each); the synthetic world's held-out frames after as much of 5 minutes as the
+12 fit in; fern at 128 px for 300 s with the LLFF split (every 8th image held out), a held-out
+PSNR-vs-time curve PNG per scene; last line ``fern 128px 300s: held-out <P> dB (<k> held-out
+images), <r> rays/s``. Held-out PSNR on the curve is measured with the training clock stopped.
 
 Prints, for a synthetic world (<= 8 objects, static): held-out PSNR after a wall-clock training
 budget (goal >= 28 dB in 5 min on one H100) beside the constant-colour baseline, FG-ARI of the
@@ -11,14 +18,18 @@ and without the occupancy grid; then held-out PSNR on the real LLFF fern scene (
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+# Before torch starts OpenMP: waiting threads sleep instead of spinning (see ingest/__init__.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -74,6 +85,113 @@ def mesh_chamfer_fraction(model, world) -> float:
     return chamfer_distance(a, b) / world.scene.extent
 
 
+QUICK_TOTAL = 720.0  # --cpu-quick's whole budget, seconds
+FERN = REPO.parent / "shared" / "data" / "posed" / "fern_llff"
+
+
+def quick_config(name: str, height: int | None, seconds: float):
+    config = preset(name)
+    config.train.seconds = seconds
+    config.train.preview_every = config.train.save_every = 10**9
+    if height is not None or name == "gpu":
+        config.train.image_height = height
+    return config
+
+
+def work_line(entry: dict) -> str:
+    return (f"occupied cells {entry['occupied']:.2f}, samples evaluated {entry.get('evaluated', float('nan')):.2f}, "
+            f"coloured {entry.get('coloured', float('nan')):.2f} (last log window)")
+
+
+def heldout_curve(scene, height: int, config, every_s: float):
+    """An ``on_log`` callback that scores the held-out views every ``every_s`` training seconds."""
+    from nrc.data import load_scene_data
+    from nrc.metrics import psnr
+    from nrc.rendering import render_view
+
+    views = load_scene_data(scene, height, config.train.holdout_every, part="held_out").views
+    points: list[tuple[float, float]] = []
+
+    def score(model) -> float:
+        return float(np.mean([psnr(render_view(model, v.camera.c2w, v.camera, ("rgb",))["rgb"], v.rgb, v.valid)
+                              for v in views]))
+
+    def on_log(model, entry):
+        if entry["seconds"] >= every_s * (len(points) + 1):
+            points.append((entry["seconds"], score(model)))
+
+    return on_log, points
+
+
+def timed_fit(scene, out: Path, config, seconds: float, curve_every: float | None = None):
+    """(fit result, eval report, curve points) of one budgeted fit, and the curve's PNG."""
+    from nrc.evaluate import evaluate_run
+    from nrc.plots import line_plot, write_png
+    from nrc.trainer import fit
+
+    on_log, points = heldout_curve(scene, config.train.image_height, config, curve_every) if curve_every else (None, [])
+    result = fit([scene], out, config, max_seconds=seconds, progress=False, on_log=on_log)
+    t = time.perf_counter()
+    report = evaluate_run(out)
+    eval_s = time.perf_counter() - t
+    mean = report["scenes"][0]["mean"]
+    points.append((result.seconds, mean["psnr"]))
+    write_png(out / "heldout_psnr_vs_time.png",
+              line_plot({"held-out PSNR (dB)": ([round(p[0]) for p in points], [p[1] for p in points])},
+                        f"{Path(scene).name}: held-out PSNR vs training seconds"))
+    return result, report, eval_s, points
+
+
+def cpu_quick(out: Path, fern_seconds: float = 300.0, world_max_seconds: float = 300.0) -> None:
+    from ingest.synth import SynthConfig, generate
+    from nrc.trainer import fit
+
+    start = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"device: {device_name('cpu')}; load average at start {os.getloadavg()[0]:.1f} "
+          f"(the machine is shared: wall-clock numbers are noisy)")
+    if not FERN.is_dir():
+        raise SystemExit(f"fern not found at {FERN}: --cpu-quick needs it")
+    for name in ("tiny", "cpu", "gpu"):
+        config = quick_config(name, None, 15.0)
+        result = fit([FERN], out / f"preset_{name}", config, progress=False)
+        trained = [h for h in result.history if "seconds" in h]
+        rays = result.step * config.train.batch_rays
+        print(f"preset {name} (fern at height {config.train.image_height or 378}, {config.train.batch_rays} rays x "
+              f"{config.sampler.n_samples} samples a step): {result.step} steps in {result.seconds:.1f} s "
+              f"(loading and final save included) = {result.step / result.seconds:.2f} steps/s, "
+              f"{rays / result.seconds:,.0f} rays/s; steps in the preset's default {preset(name).train.seconds:.0f} s "
+              f"at this rate: ~{result.step / result.seconds * preset(name).train.seconds:.0f}"
+              + (f"; {work_line(trained[-1])}" if trained else ""))
+    world_seconds = min(world_max_seconds, QUICK_TOTAL - (time.perf_counter() - start) - fern_seconds - 90.0)
+    if world_seconds >= 30:
+        world = generate(out / "world", SynthConfig(seconds=8.0, fps=5.0, width=256, seed=0, n_objects=6),
+                         progress=False)
+        config = quick_config("cpu", 64, world_seconds)
+        result, report, eval_s, points = timed_fit(world.root, out / "run_world", config, world_seconds,
+                                                   world_seconds / 3)
+        scene = report["scenes"][0]
+        print(f"synthetic world 128x64 equirect, {len(world)} frames: {result.step} steps in {result.seconds:.0f} s; "
+              f"held-out frames {scene['held_out_frames']}: PSNR {scene['mean']['psnr']:.2f} dB vs constant colour "
+              f"{scene['mean']['baseline_psnr']:.2f} dB (goal >= 25 after 300 s); eval {eval_s:.1f} s; "
+              f"{work_line(result.history[-1])}; curve {' '.join(f'{t:.0f}s:{p:.2f}' for t, p in points)} "
+              f"-> {out / 'run_world' / 'heldout_psnr_vs_time.png'}")
+    else:
+        print(f"synthetic world: skipped (only {world_seconds:.0f} s of the 12 minutes left for it)")
+    config = quick_config("cpu", 128, fern_seconds)
+    result, report, eval_s, points = timed_fit(FERN, out / "run_fern", config, fern_seconds, fern_seconds / 5)
+    scene = report["scenes"][0]
+    rays_per_s = result.step * config.train.batch_rays / result.seconds
+    print(f"fern: {result.step} steps in {result.seconds:.1f} s; held-out images {scene['held_out_frames']} "
+          f"(train {len(scene['train_frames'])}): PSNR {scene['mean']['psnr']:.2f} dB vs constant colour "
+          f"{scene['mean']['baseline_psnr']:.2f} dB, SSIM {scene['mean']['ssim']:.3f}; eval {eval_s:.1f} s "
+          f"({eval_s / result.seconds:.3f} of the fit); {work_line(result.history[-1])}; curve {' '.join(f'{t:.0f}s:{p:.2f}' for t, p in points)} "
+          f"-> {out / 'run_fern' / 'heldout_psnr_vs_time.png'}")
+    print(f"total {time.perf_counter() - start:.0f} s; load average at end {os.getloadavg()[0]:.1f}")
+    print(f"fern 128px {fern_seconds:.0f}s: held-out {scene['mean']['psnr']:.2f} dB ({scene['n_views']} held-out images), "
+          f"{rays_per_s:,.0f} rays/s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=None, help="training budget (default 300 on GPU, 120 on CPU)")
@@ -83,8 +201,13 @@ def main() -> None:
     ap.add_argument("--height", type=int, help="training image height (default: the preset's)")
     ap.add_argument("--fern-seconds", type=float, default=None, help="0 skips fern (default: same as --seconds)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cpu-quick", action="store_true", help="the 12-minute CPU run (see above)")
+    ap.add_argument("--out", help="--cpu-quick: folder for runs and curves (default: a temporary one)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.cpu_quick:
+        cpu_quick(Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="nrc_quick_")))
+        return
 
     from ingest.synth import SynthConfig, SyntheticWorld, generate
     from nrc.checkpoint import load_run

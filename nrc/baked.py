@@ -27,6 +27,7 @@ class BakedField:
     near: float
     far: float
     n_codes: int
+    linear_until: float = 1.0
 
     def render(self, origins: torch.Tensor, directions: torch.Tensor, outputs: tuple[str, ...] = ("rgb",)) -> dict:
         return render_baked(self, origins, directions, outputs)
@@ -54,8 +55,8 @@ def bake(model: NRCModel, scene: int = 0, resolution: int = 128, chunk: int = 1 
     shape = (resolution,) * 3
     cfg = model.config.sampler
     return BakedField(torch.cat(values).T.reshape(1, 4, *shape).contiguous(), torch.cat(codes).reshape(1, 1, *shape),
-                      encoder.center.clone(), float(encoder.radius), cfg.n_samples, cfg.near, cfg.far,
-                      model.codebook.n_codes)
+                      encoder.center.clone(), float(encoder.radius), cfg.n_samples, encoder.near, encoder.far,
+                      model.codebook.n_codes, encoder.linear_until)
 
 
 @torch.no_grad()
@@ -64,7 +65,8 @@ def render_baked(baked: BakedField, origins: torch.Tensor, directions: torch.Ten
     """Like ``nrc.rendering.render_rays`` for world-frame rays (R, 3), from the baked grid."""
     o = (origins.float() - baked.center) / baked.radius
     d = directions.float()
-    t_edges, t_mid = sample_along_rays(len(o), baked.n_samples, baked.near, baked.far, stratified=False, device=o.device)
+    t_edges, t_mid = sample_along_rays(len(o), baked.n_samples, baked.near, baked.far, stratified=False, device=o.device,
+                                       linear_until=baked.linear_until)
     grid = contract(o[:, None, :] + d[:, None, :] * t_mid[..., None]) / 2  # grid_sample wants [-1, 1]
     grid = grid.reshape(1, 1, 1, -1, 3)
     values = F.grid_sample(baked.values, grid, mode="bilinear", align_corners=False).reshape(4, *t_mid.shape)

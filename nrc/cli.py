@@ -28,9 +28,12 @@ def register(subparsers) -> None:
     fit.add_argument("--batch-rays", type=int)
     fit.add_argument("--codes", type=int, help="codebook size K (an upper bound; gates learn how many are used)")
     fit.add_argument("--height", type=int, help="image height to train at (images are resized)")
-    fit.add_argument("--scene-radius", type=float, help="foreground radius in world units (default: automatic)")
+    fit.add_argument("--scene-radius", type=float, help="foreground radius in world units (default: from the sparse "
+                     "points or the cameras' viewing rays, see nrc/framing.py)")
+    fit.add_argument("--scene-center", metavar="X,Y,Z", help="foreground centre in world units (default: automatic)")
     fit.add_argument("--save-every", type=int)
-    fit.add_argument("--seconds", type=float, help="stop (and save) after this much wall time")
+    fit.add_argument("--seconds", type=float, help="wall-clock budget, loading and the final save included "
+                     "(default: the preset's; 0: no limit, train --steps)")
     fit.add_argument("--device", default="auto")
     fit.add_argument("--seed", type=int)
     fit.set_defaults(func=_run_fit)
@@ -65,11 +68,24 @@ def register(subparsers) -> None:
 
 
 def _run_fit(args) -> int:
+    from ingest.errors import OdinError
     from nrc.config import preset
     from nrc.trainer import fit
 
     device = _device(args.device)
     config = preset(args.preset or ("gpu" if device.startswith("cuda") else "cpu"))
+    center = None
+    if args.scene_center is not None:
+        try:
+            center = tuple(float(v) for v in args.scene_center.split(","))
+        except ValueError:
+            center = ()
+        if len(center) != 3:
+            raise OdinError(f"--scene-center: expected X,Y,Z (three numbers), got {args.scene_center!r}")
+    if args.seconds is not None:
+        if not args.seconds >= 0:
+            raise OdinError(f"--seconds: must be >= 0, got {args.seconds}")
+        config.train.seconds = args.seconds or None
     overrides = {"steps": args.steps, "batch_rays": args.batch_rays, "image_height": args.height,
                  "save_every": args.save_every, "seed": args.seed}
     for key, value in overrides.items():
@@ -77,13 +93,19 @@ def _run_fit(args) -> int:
             setattr(config.train, key, value)
     if args.codes is not None:
         config.model.n_codes = args.codes
-    result = fit(args.scenes, args.out, config, device=device, scene_radius=args.scene_radius,
-                 max_seconds=args.seconds)
-    last = result.history[-1] if result.history else {}
-    print(f"nrc fit: step {result.step}/{config.train.steps} in {result.seconds:.1f} s, "
-          f"train PSNR {last.get('psnr', float('nan')):.2f} dB, {last.get('active_codes', '?')} active codes "
-          f"-> {result.run_dir}")
+    result = fit(args.scenes, args.out, config, device=device, scene_radius=args.scene_radius, scene_center=center)
+    print(fit_summary(result, config))
     return 0
+
+
+def fit_summary(result, config) -> str:
+    """One line; a run that trained no step in this call says so instead of printing NaN."""
+    if not result.history:
+        return f"nrc fit: step {result.step}/{config.train.steps} in {result.seconds:.1f} s (no step trained) -> {result.run_dir}"
+    last = result.history[-1]
+    return (f"nrc fit: step {result.step}/{config.train.steps} in {result.seconds:.1f} s, "
+            f"train PSNR {last['psnr']:.2f} dB (last {config.train.log_every} steps at most), "
+            f"{last['active_codes']} active codes, {last['rays_per_s']:,.0f} rays/s -> {result.run_dir}")
 
 
 def _run_eval(args) -> int:

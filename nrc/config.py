@@ -55,6 +55,7 @@ class SamplerConfig:
 @dataclass
 class TrainConfig:
     steps: int = 5000
+    seconds: float | None = None  # wall-clock budget of a fit (None: until ``steps``); --seconds overrides
     batch_rays: int = 8192
     lr: float = 1e-2
     lr_final_fraction: float = 0.1  # exponential decay to lr * this at the last step
@@ -86,6 +87,12 @@ class SceneFrame:
     source: str
     center: list[float]
     radius: float
+    # Depth bounds along rays in world units when the capture states them (LLFF); None: the
+    # sampler's defaults. Samples are uniform in distance up to ``linear_until`` radii from the
+    # camera, then uniform in disparity: > 1 when the cameras look at the foreground from outside.
+    near: float | None = None
+    far: float | None = None
+    linear_until: float = 1.0
 
 
 @dataclass
@@ -109,7 +116,13 @@ class NRCConfig:
     def architecture(self) -> dict:
         """What a checkpoint's tensors and meaning depend on."""
         return {"model": asdict(self.model), "sampler": asdict(self.sampler),
-                "scenes": [asdict(s) for s in self.scenes]}
+                "scenes": [_scene_architecture(s) for s in self.scenes]}
+
+
+def _scene_architecture(frame: SceneFrame) -> dict:
+    """A scene frame without its unset optional keys, so runs saved before they existed still load."""
+    unset = {"near": None, "far": None, "linear_until": 1.0}
+    return {k: v for k, v in asdict(frame).items() if k not in unset or v != unset[k]}
 
 
 def _build(cls, d: dict):
@@ -121,25 +134,27 @@ def _build(cls, d: dict):
 
 
 def preset(name: str) -> NRCConfig:
-    """Named starting points. "gpu": the 5-minute H100 config; "cpu": minutes on a laptop;
-    "tiny": seconds, for tests (32x64 equirect frames)."""
+    """Named starting points, each with a default wall-clock budget (``train.seconds``). "gpu": the
+    5-minute H100 config; "cpu": 5 minutes on 2 cores (MLPs of 32: on a CPU the per-sample MLP
+    work, not the hash grid, is the larger cost of a step); "tiny": 2 minutes, for tests and demos."""
     if name == "gpu":
-        return NRCConfig()
+        return NRCConfig(train=TrainConfig(seconds=300.0))
     if name == "cpu":
         return NRCConfig(
             model=ModelConfig(hashgrid=HashGridConfig(n_levels=12, log2_hashmap_size=17, finest_resolution=1024),
-                              decoder_hidden=64, color_hidden=64),
-            sampler=SamplerConfig(n_samples=64, occupancy_resolution=64, occupancy_warmup=128),
-            train=TrainConfig(steps=2000, batch_rays=2048, image_height=128, save_every=200, preview_every=500))
+                              feature_hidden=32, decoder_hidden=32, color_hidden=32),
+            sampler=SamplerConfig(n_samples=48, occupancy_resolution=48, occupancy_warmup=32),
+            train=TrainConfig(steps=1000, seconds=300.0, batch_rays=1024, image_height=128, save_every=200,
+                              preview_every=500))
     if name == "tiny":
         return NRCConfig(
             model=ModelConfig(hashgrid=HashGridConfig(n_levels=8, log2_hashmap_size=14, base_resolution=8,
                                                       finest_resolution=256),
                               feature_hidden=32, n_codes=8, code_dim=8, decoder_hidden=32, geo_dim=7, color_hidden=32),
-            sampler=SamplerConfig(n_samples=48, occupancy_resolution=32, occupancy_update_every=8, occupancy_warmup=64),
-            train=TrainConfig(steps=300, batch_rays=1024, image_height=32, save_every=100, log_every=10,
+            sampler=SamplerConfig(n_samples=48, occupancy_resolution=32, occupancy_update_every=8, occupancy_warmup=32),
+            train=TrainConfig(steps=600, seconds=120.0, batch_rays=512, image_height=32, save_every=100, log_every=10,
                               code_restart_every=20, lr_final_fraction=0.5,
-                              preview_every=300, chunk_rays=2048))
+                              preview_every=600, chunk_rays=2048))
     raise ValueError(f"unknown preset {name!r} (gpu, cpu, tiny)")
 
 

@@ -28,12 +28,15 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None, device:
     model, config = load_run(run_dir, device)
     height = image_height or config.train.image_height
     report = {"run": str(run_dir), "scenes": []}
+    k = config.train.holdout_every
     for scene_index, frame in enumerate(config.scenes):
-        data = load_scene_data(frame.source, height)
-        train_views, held_out = data.split(config.train.holdout_every)
+        data = load_scene_data(frame.source, height, k, part="held_out")
+        held_out = data.views
         if not held_out:
             raise OdinError("no held-out views to evaluate (the scene has fewer than 2 frames)", frame.source)
-        mean_colour = _mean_colour(train_views)
+        train_frames, held_out_frames = data.split_frames(k)
+        # The baseline's mean colour barely depends on resolution: read the training views small.
+        mean_colour = _mean_colour(load_scene_data(frame.source, min(height or 32, 32), k, part="train").views)
         rows = []
         for view in held_out[:max_views]:
             out = render_view(model, view.camera.c2w, view.camera, ("rgb", "depth", "codes"), scene=scene_index)
@@ -61,6 +64,7 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None, device:
             write_png(out_dir / f"scene{scene_index}_{view.name}.png", panel(images, labels))
         summary = {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0] if k != "view"}
         report["scenes"].append({"source": frame.source, "n_views": len(rows), "image_height": height,
+                                 "holdout_every": k, "held_out_frames": held_out_frames, "train_frames": train_frames,
                                  "active_codes": int(model.codebook.active().sum()), "mean": summary, "views": rows})
     atomic_write_json(out_dir / "metrics.json", _finite(report))
     return report

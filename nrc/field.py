@@ -15,7 +15,7 @@ from torch import nn
 from nrc.codebook import Assignment, Codebook
 from nrc.config import ModelConfig, NRCConfig, SamplerConfig, SceneFrame
 from nrc.hashgrid import HashGridEncoding
-from nrc.sampling import OccupancyGrid, unit_cube_from_normalised
+from nrc.sampling import OccupancyGrid, s_spacing, unit_cube_from_normalised
 
 
 class _TruncExp(torch.autograd.Function):
@@ -66,6 +66,17 @@ class SceneEncoder(nn.Module):
         self.register_buffer("center", torch.tensor(frame.center, dtype=torch.float32))
         self.register_buffer("radius", torch.tensor(float(frame.radius)))
         self.occupancy = OccupancyGrid(sampler.occupancy_resolution)
+        r = float(frame.radius)
+        self.near = sampler.near if frame.near is None else frame.near / r
+        self.far = sampler.far if frame.far is None else frame.far / r
+        self.linear_until = float(frame.linear_until)
+
+    def ray_range(self) -> dict:
+        """Keyword arguments of ``sample_along_rays`` for this scene (distances in radii)."""
+        return {"near": self.near, "far": self.far, "linear_until": self.linear_until}
+
+    def sample_spacing(self, n_samples: int) -> float:
+        return s_spacing(n_samples, self.near, self.far, self.linear_until)
 
     def normalise(self, x_world: torch.Tensor) -> torch.Tensor:
         return (x_world - self.center) / self.radius
@@ -98,6 +109,7 @@ class FieldOutput:
     sigma: torch.Tensor  # (N,) density per scene radius
     rgb: torch.Tensor | None  # (N, 3) in [0, 1]
     assignment: Assignment
+    geo: torch.Tensor | None = None  # (N, geo_dim) what the colour MLP reads (``decoder.color``)
 
 
 class NRCModel(nn.Module):
@@ -120,7 +132,7 @@ class NRCModel(nn.Module):
         assignment = self.codebook(self.encoders[scene](x_normalised))
         sigma, geo = self.decoder.density(assignment.latent)
         rgb = None if directions is None else self.decoder.color(geo, directions)
-        return FieldOutput(sigma, rgb, assignment)
+        return FieldOutput(sigma, rgb, assignment, geo)
 
     def density(self, scene: int, x_normalised: torch.Tensor) -> torch.Tensor:
         return self.query(scene, x_normalised, None).sigma

@@ -22,10 +22,8 @@ from nrc.rendering import autocast_for
 MESH_SUFFIXES = (".ply", ".glb", ".obj")
 
 
-def default_level(model: NRCModel) -> float:
-    s = model.config.sampler
-    step = (2 - 1 / s.far - s.near) / s.n_samples
-    return -math.log(0.5) / step
+def default_level(model: NRCModel, scene: int = 0) -> float:
+    return -math.log(0.5) / model.encoders[scene].sample_spacing(model.config.sampler.n_samples)
 
 
 @torch.no_grad()
@@ -83,7 +81,7 @@ def extract_meshes(model: NRCModel, scene: int = 0, resolution: int = 128, level
     center, radius = np.asarray(frame.center, float), float(frame.radius)
     lo, hi = (center - radius, center + radius) if bounds is None else map(np.asarray, bounds)
     user_level = level is not None
-    level = default_level(model) if level is None else float(level)
+    level = default_level(model, scene) if level is None else float(level)
     sigma, index = sample_grid(model, scene, resolution, lo, hi)
     if not user_level and not (sigma.min() < level < sigma.max()):
         # A briefly trained field may never reach the principled level; a high quantile still
@@ -138,5 +136,5 @@ def export_mesh(run_dir: str | Path, out: str | Path, *, resolution: int = 128, 
         raise OdinError(f"scene {scene} out of range (run has {len(config.scenes)})", run_dir)
     meshes = extract_meshes(model, scene, resolution, level, None, per_code, decimate_faces)
     if not meshes:
-        raise OdinError(f"no surface at density level {level or default_level(model):.3g}; try a lower --level", run_dir)
+        raise OdinError(f"no surface at density level {level or default_level(model, scene):.3g}; try a lower --level", run_dir)
     return write_meshes(meshes, out, per_code)

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from ingest.atomic import atomic_path
+from ingest.image_metrics import to_uint8  # noqa: F401  (re-exported: metrics score the levels we save)
 
 # A fixed, well-separated palette for code / object ids (index 0 first).
 _PALETTE = np.array([
@@ -21,10 +22,6 @@ def write_png(path: str | Path, image: np.ndarray) -> Path:
     with atomic_path(path) as tmp:
         Image.fromarray(np.ascontiguousarray(image)).save(tmp, format="PNG")
     return path
-
-
-def to_uint8(rgb: np.ndarray) -> np.ndarray:
-    return rgb if rgb.dtype == np.uint8 else np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
 
 
 def colorize_labels(labels: np.ndarray) -> np.ndarray:

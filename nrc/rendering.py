@@ -21,10 +21,15 @@ OUTPUTS = ("rgb", "depth", "codes", "accumulation")
 
 def volume_weights(sigma: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
     """Per-sample weights T_i * alpha_i, (R, N), for densities and interval lengths (R, N)."""
+    return volume_weights_and_transmittance(sigma, deltas)[0]
+
+
+def volume_weights_and_transmittance(sigma: torch.Tensor, deltas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weights T_i * alpha_i, transmittance T_i: the light reaching sample i), each (R, N)."""
     optical = sigma * deltas
     alpha = 1 - torch.exp(-optical)
-    transmittance = torch.exp(-torch.cumsum(optical, -1) + optical)  # exclusive: light reaching sample i
-    return alpha * transmittance
+    transmittance = torch.exp(-torch.cumsum(optical, -1) + optical)  # exclusive
+    return alpha * transmittance, transmittance
 
 
 def volume_weights_reference(sigma: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
@@ -65,46 +70,58 @@ def distortion_loss_reference(weights: torch.Tensor, s_edges: torch.Tensor) -> t
 
 def render_rays(model: NRCModel, scene: int, origins: torch.Tensor, directions: torch.Tensor, *,
                 stratified: bool = False, generator: torch.Generator | None = None, use_occupancy: bool = True,
-                outputs: tuple[str, ...] = ("rgb",)) -> dict:
+                outputs: tuple[str, ...] = ("rgb",), min_transmittance: float = 0.0) -> dict:
     """Render world-frame rays (R, 3) with unit directions. Returns the requested outputs
     ("rgb" (R,3), "depth" (R,) world units, "codes" (R,K) rendering weight per code,
     "accumulation" (R,), "distortion" (R,) see :func:`distortion_loss`) plus "vq_loss" (2,) and
-    "n_evaluated" (samples the field computed)."""
+    "n_evaluated" (samples the field computed). Colour is computed only where at least
+    ``min_transmittance`` of the light is left (training's saving: hidden samples cost no colour
+    MLP; the colour changes by at most that fraction)."""
     cfg = model.config.sampler
     encoder = model.encoders[scene]
     o = encoder.normalise(origins.float())
     d = directions.float()
-    n_rays = len(o)
-    t_edges, t_mid = sample_along_rays(n_rays, cfg.n_samples, cfg.near, cfg.far, stratified=stratified,
-                                       generator=generator, device=o.device)
-    points = o[:, None, :] + d[:, None, :] * t_mid[..., None]
-    keep = encoder.occupancy.query(points) if use_occupancy else torch.ones_like(t_mid, dtype=torch.bool)
-    flat = keep.nonzero(as_tuple=True)
-    sigma = torch.zeros_like(t_mid)
-    rgb = torch.zeros(*t_mid.shape, 3, device=o.device)
-    code_index = torch.zeros_like(t_mid, dtype=torch.long)
+    n_rays, n_samples = len(o), cfg.n_samples
+    t_edges, t_mid = sample_along_rays(n_rays, n_samples, stratified=stratified, generator=generator, device=o.device,
+                                       **encoder.ray_range())
+    points = (o[:, None, :] + d[:, None, :] * t_mid[..., None]).reshape(-1, 3)
+    keep = encoder.occupancy.query(points) if use_occupancy else torch.ones(len(points), dtype=torch.bool, device=o.device)
+    # Field outputs stay packed (one row per evaluated sample): only density is scattered into
+    # the dense (R, N) layout the transmittance cumsum needs; colour and codes are summed per ray
+    # with index_add, which skips the dense (R, N, 3) tensors and their scatter/gather backward.
+    flat = keep.nonzero().squeeze(1)
+    ray = torch.div(flat, n_samples, rounding_mode="floor")
     vq_loss = torch.zeros(2, device=o.device)
-    if len(flat[0]):
-        field = model.query(scene, points[flat], d[flat[0]] if "rgb" in outputs else None)
-        sigma = sigma.index_put(flat, field.sigma.float())
-        if field.rgb is not None:
-            rgb = rgb.index_put(flat, field.rgb.float())
-        code_index = code_index.index_put(flat, field.assignment.index)
+    field = None
+    sigma = torch.zeros(n_rays * n_samples, device=o.device)
+    if len(flat):
+        field = model.query(scene, points[flat], None)
+        sigma = sigma.index_put((flat,), field.sigma.float())
         vq_loss = field.assignment.vq_loss
-    weights = volume_weights(sigma, t_edges[:, 1:] - t_edges[:, :-1])
-    out = {"vq_loss": vq_loss, "n_evaluated": len(flat[0])}
+    sigma = sigma.view(n_rays, n_samples)
+    weights, transmittance = volume_weights_and_transmittance(sigma, t_edges[:, 1:] - t_edges[:, :-1])
+    w = weights.reshape(-1)[flat]
+    out = {"vq_loss": vq_loss, "n_evaluated": len(flat)}
     if "rgb" in outputs:
-        out["rgb"] = composite(weights, rgb)
+        rgb = torch.zeros(n_rays, 3, device=o.device)
+        if field is not None:
+            lit = (transmittance.detach().reshape(-1)[flat] >= min_transmittance).nonzero().squeeze(1)
+            colour = model.decoder.color(field.geo[lit], d[ray[lit]])
+            rgb = rgb.index_add(0, ray[lit], w[lit, None] * colour.float())
+        out["rgb"] = rgb
+        out["n_coloured"] = len(lit) if field is not None else 0
     if "depth" in outputs:
         out["depth"] = composite(weights, t_mid) * encoder.radius
     if "accumulation" in outputs:
         out["accumulation"] = weights.sum(1)
     if "distortion" in outputs:
-        s_edges = s_from_t(t_edges)
+        s_edges = s_from_t(t_edges / encoder.linear_until)
         out["distortion"] = distortion_loss(weights, (s_edges - s_edges[:, :1]) / (s_edges[:, -1:] - s_edges[:, :1]))
     if "codes" in outputs:
-        codes = torch.zeros(n_rays, model.codebook.n_codes, device=o.device)
-        out["codes"] = codes.scatter_add_(1, code_index, weights)
+        codes = torch.zeros(n_rays * model.codebook.n_codes, device=o.device)
+        if field is not None:
+            codes = codes.index_add(0, ray * model.codebook.n_codes + field.assignment.index, w)
+        out["codes"] = codes.view(n_rays, model.codebook.n_codes)
     return out
 
 
@@ -121,7 +138,7 @@ def march_rays(model: NRCModel, scene: int, origins: torch.Tensor, directions: t
     o = encoder.normalise(origins.float())
     d = directions.float()
     n_rays, n_codes = len(o), model.codebook.n_codes
-    t_edges, t_mid = sample_along_rays(n_rays, cfg.n_samples, cfg.near, cfg.far, stratified=False, device=o.device)
+    t_edges, t_mid = sample_along_rays(n_rays, cfg.n_samples, stratified=False, device=o.device, **encoder.ray_range())
     deltas = t_edges[:, 1:] - t_edges[:, :-1]
     transmittance = torch.ones(n_rays, device=o.device)
     acc = {"rgb": torch.zeros(n_rays, 3, device=o.device), "depth": torch.zeros(n_rays, device=o.device),

@@ -40,19 +40,28 @@ def s_from_t(t: torch.Tensor) -> torch.Tensor:
 
 
 def sample_along_rays(n_rays: int, n_samples: int, near: float, far: float, *, stratified: bool,
-                      generator: torch.Generator | None = None, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Interval edges (R, N+1) and midpoints (R, N) as distances in scene radii.
+                      generator: torch.Generator | None = None, device=None,
+                      linear_until: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Interval edges (R, N+1) and midpoints (R, N) as distances in scene radii, uniform in
+    distance up to ``linear_until`` and in disparity beyond (s-space of ``t / linear_until``).
 
     ``stratified`` jitters each interval (training); otherwise samples sit at interval centres.
     """
-    s0, s1 = float(s_from_t(torch.tensor(near))), float(s_from_t(torch.tensor(far)))
+    L = float(linear_until)
+    s0, s1 = float(s_from_t(torch.tensor(near / L))), float(s_from_t(torch.tensor(far / L)))
     edges = torch.linspace(s0, s1, n_samples + 1, device=device).expand(n_rays, n_samples + 1)
     if stratified:
         u = torch.rand(n_rays, n_samples, generator=generator, device=generator.device if generator else device).to(edges)
     else:
         u = torch.full((n_rays, n_samples), 0.5, device=edges.device)
     mids = edges[:, :-1] + (edges[:, 1:] - edges[:, :-1]) * u
-    return t_from_s(edges), t_from_s(mids)
+    return L * t_from_s(edges), L * t_from_s(mids)
+
+
+def s_spacing(n_samples: int, near: float, far: float, linear_until: float = 1.0) -> float:
+    """Length of one sampling interval where samples are uniform in distance, in scene radii."""
+    L = float(linear_until)
+    return L * (float(s_from_t(torch.tensor(far / L))) - float(s_from_t(torch.tensor(near / L)))) / n_samples
 
 
 class OccupancyGrid(torch.nn.Module):
@@ -69,6 +78,16 @@ class OccupancyGrid(torch.nn.Module):
         self.resolution = resolution
         self.register_buffer("density_ema", torch.zeros(resolution**3))
         self.register_buffer("occupied", torch.ones(resolution**3, dtype=torch.bool))
+        # Cells some training camera sees (see :func:`visible_cells`); not saved: ``occupied``
+        # already carries it, and a fit recomputes it from its cameras.
+        self.register_buffer("seen", torch.ones(resolution**3, dtype=torch.bool), persistent=False)
+
+    def restrict_to(self, seen: torch.Tensor) -> None:
+        """Never mark a cell no training camera sees as occupied (instant-ngp does the same):
+        nothing constrains its density, and without this every unseen cell of a forward-facing
+        capture stays foggy and costs samples."""
+        self.seen.copy_(seen)
+        self.occupied &= seen
 
     def cell_index(self, contracted: torch.Tensor) -> torch.Tensor:
         r = self.resolution
@@ -102,7 +121,41 @@ class OccupancyGrid(torch.nn.Module):
         step_length = step_size * points.abs().amax(-1).clamp_min(1) ** 2
         sigma_threshold = -torch.log1p(torch.tensor(-alpha_threshold)) / step_length
         threshold = torch.minimum(sigma_threshold.to(self.density_ema), self.density_ema.mean())
-        self.occupied.copy_(self.density_ema > threshold)
+        self.occupied.copy_((self.density_ema > threshold) & self.seen)
 
     def occupied_fraction(self) -> float:
         return float(self.occupied.float().mean())
+
+    def cell_centers(self) -> torch.Tensor:
+        """(R^3, 3) contracted coordinates of the cell centres, in cell order."""
+        r = self.resolution
+        idx = torch.arange(r**3, device=self.density_ema.device)
+        ijk = torch.stack([idx // (r * r), (idx // r) % r, idx % r], -1).float()
+        return (ijk + 0.5) / r * 4 - 2
+
+
+@torch.no_grad()
+def visible_cells(grid: OccupancyGrid, cameras, center: torch.Tensor, radius: float) -> torch.Tensor:
+    """(R^3,) bool: cells of ``grid`` (normalised by ``center``/``radius``) that at least one of
+    the pinhole ``cameras`` (``nrc.data.Camera``) sees, with a margin of the cell's own size
+    so no cell that touches an image is lost. Any equirectangular camera sees everything."""
+    if any(cam.intrinsics is None for cam in cameras):
+        return torch.ones(grid.resolution**3, dtype=torch.bool, device=center.device)
+    contracted = grid.cell_centers()
+    half = 2.0 / grid.resolution  # half a cell, contracted units
+    outward = (contracted + half * torch.sign(contracted)).clamp(-2 + 1e-4, 2 - 1e-4)
+    middle = uncontract(contracted)
+    cell_radius = radius * (uncontract(outward) - middle).norm(dim=-1)  # world units, the larger corner
+    world = center + radius * middle
+    seen = torch.zeros(len(world), dtype=torch.bool, device=world.device)
+    for cam in cameras:
+        c2w = torch.as_tensor(cam.c2w, dtype=torch.float32, device=world.device)
+        p = (world - c2w[:3, 3]) @ c2w[:3, :3]  # camera frame (x right, y down, z forward)
+        z = p[:, 2]
+        K = cam.intrinsics
+        depth = z.clamp_min(1e-9)
+        u, v = K.fx * p[:, 0] / depth + K.cx, K.fy * p[:, 1] / depth + K.cy
+        mu, mv = K.fx * cell_radius / depth, K.fy * cell_radius / depth
+        inside = (u > -mu) & (u < K.width + mu) & (v > -mv) & (v < K.height + mv)
+        seen |= (z <= cell_radius) & (z > -cell_radius) | (z > cell_radius) & inside
+    return seen

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import numpy as np
@@ -26,6 +27,7 @@ def small_config(steps: int = 80):
     config.train.batch_rays = 256
     config.train.save_every = steps
     config.train.preview_every = steps
+    config.train.seconds = None  # these tests count steps, not seconds
     return config
 
 
@@ -50,6 +52,8 @@ def test_fit_beats_constant_colour_and_writes_report(fitted_run):
     assert {"ssim", "depth_abs_rel", "depth_rmse", "ari", "fg_ari"} <= set(mean)
     saved = json.loads((fitted_run / "eval" / "metrics.json").read_text())
     assert saved["scenes"][0]["n_views"] == 3  # frames 0, 8, 16 of 20 are held out
+    assert saved["scenes"][0]["held_out_frames"] == [0, 8, 16]
+    assert saved["scenes"][0]["train_frames"] == [i for i in range(20) if i % 8]
     assert len(list((fitted_run / "eval").glob("scene0_frame_*.png"))) == 3
 
 
@@ -170,10 +174,33 @@ def test_cli_fit_then_eval(tiny_world, tmp_path, capsys):
 
     run = tmp_path / "cli_run"
     assert main(["nrc", "fit", str(tiny_world.root), "--out", str(run), "--preset", "tiny", "--steps", "2",
-                 "--batch-rays", "64", "--height", "16", "--device", "cpu"]) == 0
+                 "--batch-rays", "64", "--height", "16", "--device", "cpu", "--seconds", "0"]) == 0
     assert "nrc fit: step 2/2" in capsys.readouterr().out
     assert main(["nrc", "eval", str(run), "--max-views", "1"]) == 0
     assert "psnr" in capsys.readouterr().out
     assert main(["nrc", "export-mesh", str(run), "--out", str(tmp_path / "m.xyz")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("odin: error: ") and "mesh format" in err and "\n" not in err
+
+
+def test_fit_with_seconds_stops_in_time_and_prints_finite_numbers(tiny_world, tmp_path, capsys):
+    """`--seconds 5` bounds the whole call (loading, steps, final occupancy refresh, save,
+    preview); the summary line carries a finite training PSNR and an active-code count."""
+    import re
+    import time
+
+    import nrc.trainer  # noqa: F401  (imports are the process's start-up, not the fit's budget)
+    from ingest.cli import main
+
+    start = time.perf_counter()
+    assert main(["nrc", "fit", str(tiny_world.root), "--out", str(tmp_path / "run"), "--preset", "tiny",
+                 "--steps", "100000", "--height", "16", "--batch-rays", "128", "--device", "cpu",
+                 "--seconds", "5"]) == 0
+    wall = time.perf_counter() - start
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    match = re.search(r"step (\d+)/100000 in ([\d.]+) s, train PSNR ([\d.]+) dB .*, (\d+) active codes", line)
+    assert match, line
+    steps, seconds, train_psnr, codes = int(match[1]), float(match[2]), float(match[3]), int(match[4])
+    assert steps >= 1 and math.isfinite(train_psnr) and codes >= 1
+    assert seconds <= 5.25 and wall <= 5.25 + 0.5, (seconds, wall)  # + parsing and printing
+    assert seconds >= 4.0, seconds  # it used the budget instead of stopping at once
