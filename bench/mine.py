@@ -33,7 +33,6 @@ from correspondence.evaluate import PoseErrors, direction_error_deg
 from correspondence.features import FeatureConfig, extract_features
 from correspondence.matching import mutual_ratio_matches
 from correspondence.mine import MineConfig, window_pairs
-from correspondence.reconstruct import ReconstructConfig, c2w_from_cam_from_world, run_sfm
 from correspondence.twoview import TwoViewConfig, two_view_from_features
 from ingest import conventions as cv
 from ingest.synth import CameraPathConfig, SynthConfig, generate
@@ -85,13 +84,22 @@ def timed(fn, *args):
 
 def pycolmap_pipeline(images: list[np.ndarray], pairs, work: Path) -> dict:
     image_dir = work / "images"  # written by the caller, outside the timing
-    h, w = images[0].shape[:2]
-    rec = run_sfm(image_dir, work, w, h, len(images), ReconstructConfig(exhaustive_max=10**6))
+    import pycolmap
+
+    db = work / "database.db"
+    db.unlink(missing_ok=True)
+    (work / "sparse").mkdir(exist_ok=True)
+    # pycolmap's own pipeline at its defaults: SIFT, exhaustive matching, incremental mapping.
+    pycolmap.extract_features(db, image_dir, camera_mode=pycolmap.CameraMode.SINGLE, device=pycolmap.Device.cpu,
+                              reader_options=pycolmap.ImageReaderOptions(camera_model="EQUIRECTANGULAR"))
+    pycolmap.match_exhaustive(db, device=pycolmap.Device.cpu)
+    maps = pycolmap.incremental_mapping(db, image_dir, work / "sparse", pycolmap.IncrementalPipelineOptions())
+    rec = max(maps.values(), key=lambda r: r.num_reg_images()) if maps else None
     c2w = {}
     if rec is not None:
         for im in rec.images.values():
             if im.has_pose:
-                c2w[int(Path(im.name).stem)] = c2w_from_cam_from_world(im.cam_from_world().matrix())
+                c2w[int(Path(im.name).stem)] = cv.invert_pose(np.asarray(im.cam_from_world().matrix(), np.float64))
     return {(i, j): cv.relative_pose(c2w[i], c2w[j]) for i, j in pairs if i in c2w and j in c2w}
 
 

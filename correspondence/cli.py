@@ -41,45 +41,94 @@ def _run_mine(args) -> int:
 
 
 def _add_reconstruct(subparsers) -> None:
-    p = subparsers.add_parser("reconstruct", help="pycolmap SfM of one video -> transforms.json (+ sparse points PLY)",
-                              description="Structure from motion on one video's kept 360° frames; writes a "
-                                          "nerfstudio transforms.json of perspective views and points.ply.")
+    from correspondence.sfm import SfmConfig
+
+    p = subparsers.add_parser("reconstruct", help="pose one video with COLMAP SfM -> transforms.json (+ sparse points)",
+                              description="Structure from motion on the kept 360° frames of one shot of a video, "
+                                          "seeded with mining's verified pairs and masked where the rig moves with "
+                                          "the camera. Writes transforms.json (perspective views), points.ply, "
+                                          "report.json (every frame: registered or why not) and trajectory.png.")
     p.add_argument("dataset", help="ingested dataset folder")
     p.add_argument("--video", required=True, help="video id inside the dataset")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--max-frames", type=int, default=200, help="evenly subsample the kept frames to at most this many")
+    p.add_argument("--max-frames", type=int, default=200, help="evenly subsample the shot's frames to at most this many")
+    p.add_argument("--route", choices=["rig", "equirect"], default=SfmConfig.route,
+                   help="rig: virtual pinhole cameras as one COLMAP rig per frame; equirect: native 360° camera")
+    p.add_argument("--mapper", choices=["incremental", "global"], default=SfmConfig.mapper,
+                   help="global (GLOMAP: rotation averaging, then positions) or incremental COLMAP")
+    p.add_argument("--shot", type=int, help="which shot to pose (default: the longest)")
+    p.add_argument("--mask", metavar="PNG", help="rig mask for every frame (white = moves with the camera); "
+                   "default: the mask ingest detected")
+    p.add_argument("--pairs", metavar="PAIRS", help="`odin mine` output whose verified pairs seed matching "
+                   "(default: DATASET/pairs when it exists)")
+    p.add_argument("--no-mined-pairs", action="store_true", help="match temporal neighbours only")
+    p.add_argument("--overlap", type=int, default=SfmConfig.sequential_overlap,
+                   help="temporal neighbours matched with each frame")
     p.set_defaults(func=_run_reconstruct)
 
 
 def _run_reconstruct(args) -> int:
     from correspondence.parallel import open_dataset
     from correspondence.reconstruct import ReconstructConfig, reconstruct_video
+    from correspondence.sfm import SfmConfig
+    from ingest.errors import OdinError
+    from ingest.rigmask import load_mask_file
 
+    if args.max_frames < 2:
+        raise OdinError(f"--max-frames must be >= 2, got {args.max_frames}")
     if (Path(args.out) / "transforms.json").exists():
         print(f"{args.out}: already reconstructed (transforms.json exists); remove it to redo")
         return 0
-    result = reconstruct_video(open_dataset(args.dataset), args.video, args.out,
-                               ReconstructConfig(max_frames=args.max_frames))
+    source = open_dataset(args.dataset)
+    if args.video not in source.video_ids():
+        raise OdinError(f"no video {args.video!r} in the dataset (it has: {', '.join(source.video_ids()) or 'none'})",
+                        args.dataset)
+    mask = load_mask_file(args.mask) if args.mask else None
+    pairs = Path(args.pairs) if args.pairs else Path(args.dataset) / "pairs"
+    config = ReconstructConfig(max_frames=args.max_frames, shot=args.shot, use_mined_pairs=not args.no_mined_pairs,
+                               sfm=SfmConfig(route=args.route, mapper=args.mapper, sequential_overlap=args.overlap))
+    result = reconstruct_video(source, args.video, args.out, config, pairs_dir=pairs if pairs.is_dir() else None,
+                               user_mask=mask)
     print(result.line())
     return 0
 
 
 def _add_import(subparsers) -> None:
-    p = subparsers.add_parser("import-poses", help="import posed images (transforms.json, LLFF) as transforms.json",
+    p = subparsers.add_parser("import-poses", help="import posed images (transforms.json, cameras.npz, COLMAP, LLFF) "
+                                                   "as transforms.json",
                               description="Read nerfstudio/instant-ngp transforms.json (missing images are skipped "
-                                          "with a warning) or an LLFF folder with poses_bounds.npy, and write a "
-                                          "nerfstudio transforms.json in OUT.")
-    p.add_argument("source", help="transforms.json, a folder holding one, or an LLFF folder")
-    p.add_argument("--out", required=True, help="output folder for transforms.json")
+                                          "with a warning), IDR/NeuS/MonoSDF cameras.npz, a COLMAP sparse model "
+                                          "(.bin or .txt) or an LLFF folder with poses_bounds.npy, and write a "
+                                          "nerfstudio transforms.json in OUT. Images stay where they are; lens "
+                                          "distortion, camera model and masks are kept; a dataparser_transforms.json "
+                                          "beside the source is copied, else the one nerfstudio's defaults will "
+                                          "give OUT is written (camera paths for OUT are written in that frame).")
+    p.add_argument("source", help="transforms.json, cameras.npz, a COLMAP model folder (or cameras.bin/.txt), or a "
+                                  "folder holding any of them (sparse/0 too), or an LLFF folder")
+    p.add_argument("--out", required=True, help="output folder for transforms.json (not the source's folder)")
+    p.add_argument("--images", help="image folder of a COLMAP model (default: images/ beside the model or above it)")
     p.set_defaults(func=_run_import)
 
 
 def _run_import(args) -> int:
-    from correspondence.nerfstudio import load_scene, write_transforms
+    from correspondence.imports import load_any
+    from correspondence.imports_dataparser import carry_dataparser
+    from correspondence.nerfstudio import write_transforms
+    from ingest.errors import OdinError
 
-    scene = load_scene(args.source)
-    path = write_transforms(scene, Path(args.out) / "transforms.json")
-    print(f"imported {len(scene.frames)} posed frames from {scene.source} -> {path}")
+    source, out = Path(args.source), Path(args.out)
+    src_dir = source if source.is_dir() else source.parent
+    if out.resolve() == src_dir.resolve():
+        raise OdinError("--out is the source's folder; import-poses never rewrites its input, choose another folder",
+                        args.out)
+    if out.exists() and not out.is_dir():
+        raise OdinError("--out exists and is not a folder", args.out)
+    scene = load_any(source, images_dir=args.images)
+    path = write_transforms(scene, out / "transforms.json")
+    frame = carry_dataparser(src_dir, scene, out)
+    distorted = sum(f.distortion is not None for f in scene.frames)
+    print(f"imported {len(scene.frames)} posed frames from {scene.source} -> {path}"
+          + (f" ({distorted} with lens distortion, kept)" if distorted else "") + f"; {frame}")
     return 0
 
 

@@ -72,3 +72,30 @@ def pair_errors(records, c2w_of_frame: Callable[[str], np.ndarray],
         rot.append(float(cv.rotation_angle_deg(rec.rotation, T_gt[:3, :3])))
         trans.append(direction_error_deg(rec.translation, T_gt[:3, 3]))
     return PoseErrors(np.array(rot), np.array(trans))
+
+
+def align_similarity(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Umeyama's least-squares similarity ``dst ≈ s R src + t`` between matched point sets (N, 3)."""
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    a, b = src - mu_s, dst - mu_d
+    U, S, Vt = np.linalg.svd(b.T @ a / len(src))
+    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))])
+    R = U @ D @ Vt
+    var = (a ** 2).sum() / len(src)
+    s = float(np.trace(np.diag(S) @ D) / var) if var > 0 else 1.0
+    return s, R, mu_d - s * R @ mu_s
+
+
+def trajectory_errors(c2w: dict, c2w_gt: dict) -> tuple[float, float]:
+    """(median rotation error in degrees, median camera-centre error as a fraction of the GT path's extent)
+    of the frames both know, after aligning ``c2w`` to ``c2w_gt`` by a similarity (SfM has no scale)."""
+    keys = sorted(set(c2w) & set(c2w_gt))
+    if len(keys) < 3:
+        return float("nan"), float("nan")
+    src = np.stack([c2w[k][:3, 3] for k in keys])
+    dst = np.stack([c2w_gt[k][:3, 3] for k in keys])
+    s, R, t = align_similarity(src, dst)
+    extent = float(np.linalg.norm(dst.max(0) - dst.min(0))) or 1.0
+    centre = np.linalg.norm((s * src @ R.T + t) - dst, axis=1) / extent
+    rotation = [cv.rotation_angle_deg(R @ c2w[k][:3, :3], c2w_gt[k][:3, :3]) for k in keys]
+    return float(np.median(rotation)), float(np.median(centre))

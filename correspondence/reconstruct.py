@@ -1,18 +1,18 @@
-"""`odin reconstruct`: pycolmap SfM of one video's kept 360° frames -> nerfstudio transforms.json.
+"""`odin reconstruct`: pose one shot of a 360° video with COLMAP -> transforms.json.
 
-pycolmap's EQUIRECTANGULAR camera uses our convention exactly (checked empirically and in
-tests): ``img_from_cam`` maps camera ray (x, y, z) to ``u = (atan2(x, z)/2pi + 0.5) W``,
-``v = (0.5 - asin(-y)/pi) H`` — OpenCV axes, pixel centres at +0.5 — and ``cam_from_world``
-is our ``w2c``. So ``c2w = inv(cam_from_world)`` needs no axis change.
+The frames of one shot (the longest by default: SfM never crosses a cut) are posed by
+:mod:`correspondence.sfm`, seeded with what ``odin mine`` verified and masked where the rig
+(car body, drone arms, tripod) moves with the camera. pycolmap's EQUIRECTANGULAR camera uses
+our convention exactly: ``cam_from_world`` is our ``w2c``, OpenCV axes, pixel centres at +0.5.
 
-Output (in OUT): ``images/`` (the equirect frames fed to SfM), ``views/`` (perspective crops
-of the ingest view grid), ``transforms.json`` (those views, OpenGL axes as nerfstudio wants),
-``points.ply`` (sparse points). SfM scale is arbitrary. Frames already exported to ``images/``
-are not decoded again; SfM itself reruns as a whole (the CLI skips an OUT that already has
-its transforms.json).
+Output (in OUT): ``views/`` (perspective crops of the registered frames), ``transforms.json``
+(those views, as nerfstudio wants), ``points.ply`` (sparse points), ``report.json`` (every
+frame: registered or not and why, reprojection error) and ``trajectory.png`` (top-down camera
+path, unregistered frames marked). SfM scale is arbitrary.
 """
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -23,17 +23,27 @@ import numpy as np
 
 from correspondence.mine import FrameSource
 from correspondence.nerfstudio import PosedFrame, PosedScene, write_transforms
+from correspondence.sfm import SfmConfig, SfmResult, reconstruct_frames
+from correspondence.sfm_report import frame_report, write_trajectory_png
 from ingest import conventions as cv
+from ingest.atomic import atomic_write_json
 from ingest.errors import OdinError
+from ingest.rigmask import resize_mask
 from ingest.views import ViewsConfig, extract_views
+
+# Mining outcomes whose two-view geometry was verified (a rejection for too little baseline is
+# still a good match for SfM, which sees the pair among many).
+VERIFIED = ("accepted", "low_parallax", "no_covisible_views", "disagrees_with_graph")
 
 
 @dataclass(frozen=True)
 class ReconstructConfig:
     max_frames: int = 200
     views: ViewsConfig = field(default_factory=ViewsConfig)
-    sequential_overlap: int = 20  # above exhaustive_max frames, match each frame with this many neighbours
-    exhaustive_max: int = 60
+    sfm: SfmConfig = field(default_factory=SfmConfig)
+    shot: int | None = None  # None: the longest shot
+    use_mined_pairs: bool = True
+    use_rig_mask: bool = True
 
 
 @dataclass
@@ -45,9 +55,12 @@ class ReconstructResult:
     points: int
     seconds: float
     c2w: dict = field(default_factory=dict)  # frame_id -> 4x4 c2w of the equirect frame (SfM units)
+    mean_reprojection_px: float = float("nan")
+    shot: int = 0
 
     def line(self) -> str:
-        return (f"{self.video_id}: {self.registered}/{self.frames} frames registered, {self.points} points, "
+        return (f"{self.video_id}: {self.registered}/{self.frames} frames registered (shot {self.shot}), "
+                f"{self.points} points, mean reprojection error {self.mean_reprojection_px:.2f} px, "
                 f"{self.seconds:.1f} s -> {self.out / 'transforms.json'}")
 
 
@@ -57,74 +70,168 @@ def subsample(items: list, max_count: int) -> list:
     return [items[k] for k in np.linspace(0, len(items) - 1, max_count).round().astype(int)]
 
 
-def c2w_from_cam_from_world(matrix_3x4: np.ndarray) -> np.ndarray:
-    return cv.invert_pose(np.asarray(matrix_3x4, np.float64))
+def select_shot(source: FrameSource, video_id: str, shot: int | None) -> tuple[int, list]:
+    """The frames of one shot; the longest one unless ``shot`` is given."""
+    frames = list(source.frames(video_id))
+    shots_of = getattr(source, "shots", None)
+    shots = shots_of(video_id) if shots_of is not None else None
+    if not shots:
+        shots = [[f.frame_id for f in frames]]
+    if shot is None:
+        shot = max(range(len(shots)), key=lambda k: len(shots[k]))
+    elif not 0 <= shot < len(shots):
+        raise OdinError(f"--shot {shot}: video {video_id!r} has {len(shots)} shot(s) (0..{len(shots) - 1})")
+    members = set(shots[shot])
+    return shot, [f for f in frames if f.frame_id in members]
 
 
-def run_sfm(image_dir: Path, work: Path, width: int, height: int, n_images: int, config: ReconstructConfig):
-    """Features, matching and incremental mapping; returns the reconstruction with most images."""
-    import pycolmap
+def rig_of(source: FrameSource, video_id: str, user_mask: np.ndarray | None) -> np.ndarray | None:
+    if user_mask is not None:
+        return user_mask
+    rig_mask = getattr(source, "rig_mask", None)
+    return rig_mask(video_id) if rig_mask is not None else None
 
-    db = work / "database.db"
-    db.unlink(missing_ok=True)
-    reader = pycolmap.ImageReaderOptions()
-    reader.camera_model, reader.camera_params = "EQUIRECTANGULAR", f"{width},{height}"
-    pycolmap.extract_features(db, image_dir, camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader,
-                              device=pycolmap.Device.cpu)
-    if n_images <= config.exhaustive_max:
-        pycolmap.match_exhaustive(db, device=pycolmap.Device.cpu)
-    else:
-        pairing = pycolmap.SequentialPairingOptions()
-        pairing.overlap = config.sequential_overlap
-        pycolmap.match_sequential(db, pairing_options=pairing, device=pycolmap.Device.cpu)
-    maps = pycolmap.incremental_mapping(db, image_dir, work / "sparse", pycolmap.IncrementalPipelineOptions())
-    if not maps:
-        return None
-    return max(maps.values(), key=lambda r: r.num_reg_images())
+
+def mined_seeds(pairs_dir: Path | None, video_id: str, frames: list, source: FrameSource
+                ) -> tuple[set[tuple[int, int]], dict[tuple[int, int], np.ndarray]]:
+    """Frame pairs mining verified (positions in ``frames``) and, for its kept pairs, R_b_from_a of the frames."""
+    if pairs_dir is None or not (pairs_dir / "summaries").is_dir():
+        return set(), {}
+    from correspondence.mine import load_summaries
+    from correspondence.pairs_io import read_pairs_table
+
+    position = {f.index: k for k, f in enumerate(frames)}
+    seeds = set()
+    for summary in load_summaries(pairs_dir):
+        if summary.video_id != video_id:
+            continue
+        for src, tgt, status, *_ in summary.attempts:
+            if status in VERIFIED and src in position and tgt in position:
+                seeds.add((position[src], position[tgt]))
+    rotations = {}
+    by_frame = {f.frame_id: k for k, f in enumerate(frames)}
+    if (pairs_dir / "pairs.parquet").exists():
+        for rec in read_pairs_table(pairs_dir):
+            a, b = by_frame.get(rec.src_frame_id), by_frame.get(rec.tgt_frame_id)
+            if rec.video_id != video_id or a is None or b is None:
+                continue
+            R_a = _view_rotation(source, rec.src_frame_id, rec.src_view_id)
+            R_b = _view_rotation(source, rec.tgt_frame_id, rec.tgt_view_id)
+            if R_a is None or R_b is None:
+                continue
+            R_b_from_a = R_b @ rec.rotation @ R_a.T  # frame b <- view b <- view a <- frame a
+            key, R = ((a, b), R_b_from_a) if a < b else ((b, a), R_b_from_a.T)
+            rotations[key] = R
+    return seeds, rotations
+
+
+def _view_rotation(source: FrameSource, frame_id: str, view_id: str) -> np.ndarray | None:
+    for view in source.views(frame_id):
+        if view.view_id == view_id:
+            return np.asarray(view.R_frame_from_view, np.float64)
+    return None
 
 
 def reconstruct_video(source: FrameSource, video_id: str, out: str | Path,
-                      config: ReconstructConfig = ReconstructConfig()) -> ReconstructResult:
+                      config: ReconstructConfig = ReconstructConfig(), pairs_dir: str | Path | None = None,
+                      user_mask: np.ndarray | None = None, log=print) -> ReconstructResult:
     out = Path(out)
     start = time.perf_counter()
-    frames = subsample(list(source.frames(video_id)), config.max_frames)
+    shot, shot_frames = select_shot(source, video_id, config.shot)
+    frames = subsample(shot_frames, config.max_frames)
     if len(frames) < 2:
-        raise OdinError(f"video {video_id!r} has {len(frames)} kept frames; SfM needs at least 2", out)
-    work, image_dir = out / ".sfm", out / "images"
+        raise OdinError(f"video {video_id!r} shot {shot} has {len(frames)} kept frames; SfM needs at least 2", out)
+    rig = rig_of(source, video_id, user_mask) if config.use_rig_mask else None
+    seeds, rotations = mined_seeds(Path(pairs_dir) if pairs_dir and config.use_mined_pairs else None, video_id, frames,
+                                   source)
+    log(f"reconstruct: {video_id} shot {shot}: {len(frames)} frames, route {config.sfm.route}, "
+        f"{len(seeds)} mined pairs, rig mask {'on' if rig is not None else 'off'} "
+        f"({0.0 if rig is None else 100 * rig.mean():.1f}% of the panorama)")
+    work = out / ".sfm"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    image_dir.mkdir(parents=True, exist_ok=True)
-    names = {}
-    for k, fr in enumerate(frames):
-        name = f"{k:06d}.jpg"
-        names[name] = fr
-        if not (image_dir / name).exists():
-            rgb = source.load_equirect(fr.frame_id)
-            ok = cv2.imwrite(str(image_dir / f".{name}.tmp.jpg"), rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
-            if not ok:
-                raise OdinError("could not write image", image_dir / name)
-            (image_dir / f".{name}.tmp.jpg").rename(image_dir / name)
-    h, w = cv2.imread(str(image_dir / "000000.jpg")).shape[:2]
-    rec = run_sfm(image_dir, work, w, h, len(frames), config)
-    if rec is None:
-        raise OdinError(f"SfM registered no images of video {video_id!r} (too little texture or motion)", out)
-    posed, c2ws = [], {}
-    (out / "views").mkdir(exist_ok=True)
-    specs = config.views.specs()
-    for image in sorted(rec.images.values(), key=lambda im: im.name):
-        if not image.has_pose:
-            continue
-        fr = names[image.name]
-        c2w_frame = c2w_from_cam_from_world(image.cam_from_world().matrix())
-        c2ws[fr.frame_id] = c2w_frame
-        rgb = cv2.imread(str(image_dir / image.name))[..., ::-1]
-        for v, (spec, view) in enumerate(zip(specs, extract_views(rgb, specs))):
-            path = out / "views" / f"{Path(image.name).stem}_v{v:02d}.jpg"
-            cv2.imwrite(str(path), view[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
-            c2w_view = c2w_frame @ cv.make_pose(spec.R_frame_from_view, np.zeros(3))
-            posed.append(PosedFrame(path, c2w_view, spec.size, spec.size, spec.intrinsics, "PINHOLE", float(fr.time)))
-    rec.export_PLY(str(work / "points.ply"))
-    (work / "points.ply").replace(out / "points.ply")
-    write_transforms(PosedScene(posed, out, extra={"video_id": video_id}), out / "transforms.json")
+    names = [f"{k:06d}.jpg" for k in range(len(frames))]
+    result = reconstruct_frames((source.load_equirect(f.frame_id)[..., ::-1] for f in frames), names, work, config.sfm,
+                                keep=None if rig is None else ~rig, seed_pairs=seeds, rotations=rotations, log=log)
+    report = frame_report(frames, result)
+    seconds = time.perf_counter() - start
+    mean_error = float(np.mean(list(result.reprojection_px.values()))) if result.reprojection_px else float("nan")
+    summary = {"video_id": video_id, "shot": shot, "route": config.sfm.route, "mapper": config.sfm.mapper,
+               "frames": len(frames), "registered": len(result.c2w), "models": result.model_sizes,
+               "points": result.num_points, "mean_reprojection_px": mean_error if np.isfinite(mean_error) else None, "mined_pairs": len(seeds),
+               "rig_mask_fraction": 0.0 if rig is None else float(rig.mean()), "seconds": seconds,
+               "stage_seconds": result.seconds, "frames_report": report}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "report.json", summary)
+    write_trajectory_png(out / "trajectory.png", frames, result.c2w, title=f"{video_id} shot {shot}")
+    if len(result.c2w) < 2:
+        shutil.rmtree(work, ignore_errors=True)
+        raise OdinError(_failure_message(video_id, report, result), out / "report.json")
+    c2w_by_id = _write_scene(source, frames, result, out, config, video_id, rig)
+    jumps = [r["frame_id"] for r in report if r["off_path_jump"]]
+    if jumps:
+        log(f"reconstruct: warning: the path jumps at {len(jumps)} registered frame(s) (first: {jumps[0]}); "
+            f"their poses are suspect (a stationary stretch or a wrong match); see trajectory.png")
+    unregistered = [r for r in report if not r["registered"]]
+    if unregistered:
+        log(f"reconstruct: {len(unregistered)} of {len(frames)} frames not registered "
+            f"(first: {unregistered[0]['frame_id']}: {unregistered[0]['reason']}); see {out / 'report.json'}")
     shutil.rmtree(work, ignore_errors=True)
-    return ReconstructResult(video_id, out, len(frames), len(c2ws), rec.num_points3D(), time.perf_counter() - start, c2ws)
+    return ReconstructResult(video_id, out, len(frames), len(result.c2w), result.num_points, seconds, c2w_by_id,
+                             mean_error, shot)
+
+
+def _failure_message(video_id: str, report: list[dict], result: SfmResult) -> str:
+    reasons = {}
+    for r in report:
+        reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+    common = ", ".join(f"{n} x {reason}" for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:3])
+    return (f"SfM registered {len(result.c2w)} of {len(report)} frames of video {video_id!r} ({common}); "
+            "try: ingest at a higher --fps, give a rig mask (--mask FILE, white = parts that move with the camera), "
+            "pick another --shot or sub-range, or the other --route")
+
+
+def _write_scene(source, frames, result: SfmResult, out: Path, config: ReconstructConfig, video_id: str,
+                 rig: np.ndarray | None) -> dict:
+    """Perspective views of the registered frames; with a rig mask, each view gets the mask of the pixels
+    to train on (nerfstudio's ``mask_path``: non-zero = use), so the rig never enters a radiance field."""
+    posed, c2w_by_id = [], {}
+    views_dir = out / "views"
+    shutil.rmtree(views_dir, ignore_errors=True)
+    views_dir.mkdir(parents=True)
+    specs = config.views.specs()
+    view_masks = None
+    if rig is not None:
+        h, w = source.load_equirect(frames[0].frame_id).shape[:2]
+        keep = resize_mask(~rig, w, h).astype(np.uint8) * 255
+        view_masks = []
+        for v, view in enumerate(extract_views(keep, specs)):
+            path = views_dir / f"mask_v{v:02d}.png"
+            if not cv2.imwrite(str(path), np.where(view > 127, 255, 0).astype(np.uint8)):
+                raise OdinError("could not write image", path)
+            view_masks.append(path)
+    for k in sorted(result.c2w):
+        fr = frames[k]
+        c2w_frame = result.c2w[k]
+        c2w_by_id[fr.frame_id] = c2w_frame
+        rgb = source.load_equirect(fr.frame_id)
+        for v, (spec, view) in enumerate(zip(specs, extract_views(rgb, specs))):
+            path = views_dir / f"{k:06d}_v{v:02d}.jpg"
+            if not cv2.imwrite(str(path), view[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95]):
+                raise OdinError("could not write image", path)
+            c2w_view = c2w_frame @ cv.make_pose(spec.R_frame_from_view, np.zeros(3))
+            posed.append(PosedFrame(path, c2w_view, spec.size, spec.size, spec.intrinsics, "PINHOLE", float(fr.time),
+                                    mask_path=None if view_masks is None else view_masks[v]))
+    if result.points_ply is not None and result.points_ply.exists():
+        result.points_ply.replace(out / "points.ply")
+    write_transforms(PosedScene(posed, out, extra={"video_id": video_id, "route": config.sfm.route}),
+                     out / "transforms.json")
+    return c2w_by_id
+
+
+def load_report(out: str | Path) -> dict:
+    path = Path(out) / "report.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise OdinError(f"cannot read the reconstruction report ({e})", path) from None

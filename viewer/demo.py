@@ -40,6 +40,8 @@ class DemoSizes:
     render_height: int = 48
     render_frames: int = 24
     mesh_resolution: int = 64
+    video_width: int = 768  # equirect width a user's video is posed at (real footage needs more than the world)
+    video_frames: int = 36  # a user's clip is sampled at the fps that gives about this many frames
 
     @classmethod
     def gpu(cls) -> "DemoSizes":
@@ -62,19 +64,54 @@ def _stage(name: str, done: Path, argv: list[str], log: list[str], before=None) 
     log.append(f"{name}: {time.monotonic() - start:.0f} s")
 
 
-def orbit_camera_path(center: np.ndarray, radius: float, n_frames: int) -> list[np.ndarray]:
-    """A level circle around ``center`` looking outwards, a natural flythrough of a 360° room."""
-    poses = []
-    for k in range(n_frames):
-        a = 2 * math.pi * k / n_frames
-        R = cv.rotation_from_ypr(np.float64(a + math.pi / 2), np.float64(0), np.float64(0))
-        poses.append(cv.make_pose(R, center + radius * np.array([math.sin(a), 0.0, math.cos(a)])))
-    return poses
+def flythrough_camera_path(scene_path: Path, n_frames: int) -> list[np.ndarray]:
+    """Along the recorded cameras (smoothed, level, small sways), never an orbit outside the walls."""
+    from correspondence.flythrough import median_scene_depth, recorded_trajectory, trajectory_camera_path
+    from correspondence.nerfstudio import load_scene
+
+    scene = load_scene(scene_path)
+    cameras = recorded_trajectory(scene)
+    points_ply = (scene_path.parent if scene_path.suffix == ".json" else scene_path) / "points.ply"
+    points = None
+    if points_ply.exists():
+        import trimesh
+
+        points = np.asarray(trimesh.load(points_ply).vertices, np.float64)
+    depth = median_scene_depth(points, np.stack([T[:3, 3] for T in cameras]))
+    return trajectory_camera_path(cameras, n_frames, scene_depth=depth)
+
+
+def _claim_out(out: Path, inputs: dict) -> None:
+    """A demo folder belongs to one set of inputs: resuming it with others would report the old results."""
+    from ingest.atomic import atomic_write_json
+
+    stamp = out / "demo.json"
+    if stamp.exists():
+        try:
+            before = json.loads(stamp.read_text())
+        except (OSError, json.JSONDecodeError):
+            raise OdinError("unreadable demo.json; remove the folder or choose another --out", stamp) from None
+        if before != inputs:
+            raise OdinError(f"this folder holds a demo of other inputs ({before}); choose another --out", out)
+        return
+    if any(out.iterdir()):
+        raise OdinError("--out is not empty and holds no demo; choose another --out", out)
+    atomic_write_json(stamp, inputs)
+
+
+def _user_video_fps(video: Path, frames: int) -> float:
+    from ingest.probe import probe
+
+    duration = probe(video).duration
+    return float(np.clip(frames / max(duration, 1e-3), 1.0, 10.0))
 
 
 def run_demo(out: str | Path, video: str | Path | None = None, gpu: bool = False) -> dict:
     out = Path(out)
+    if video is not None and not Path(video).is_file():
+        raise OdinError("video not found", video)
     out.mkdir(parents=True, exist_ok=True)
+    _claim_out(out, {"video": None if video is None else str(Path(video).resolve()), "gpu": bool(gpu)})
     sizes = DemoSizes.gpu() if gpu else DemoSizes()
     device = [] if gpu else ["--device", "cpu"]
     log: list[str] = []
@@ -89,22 +126,25 @@ def run_demo(out: str | Path, video: str | Path | None = None, gpu: bool = False
     if not video.exists():
         raise OdinError("video not found", video)
     dataset, pairs = out / "dataset", out / "pairs"
+    fps = sizes.ingest_fps if world is not None else _user_video_fps(video, sizes.video_frames)
+    width = sizes.synth_width if world is not None else sizes.video_width
     _stage("ingest", dataset / "videos.parquet",
-           ["ingest", str(video), "--out", str(dataset), "--fps", str(sizes.ingest_fps),
-            "--equirect-width", str(sizes.synth_width), "--view-size", str(sizes.view_size)], log)
+           ["ingest", str(video), "--out", str(dataset), "--fps", f"{fps:.3f}",
+            "--equirect-width", str(width), "--view-size", str(sizes.view_size)], log)
     from ingest.dataset import Dataset
 
     video_ids = Dataset(dataset).video_ids()
     if not video_ids:
         raise OdinError("ingest kept no usable video (see the ingest summary above)", video)
     _stage("mine", pairs / "pairs.parquet", ["mine", str(dataset), "--out", str(pairs), "--window", str(sizes.window),
-                                            "--analysis-width", str(sizes.synth_width)], log)
+                                            "--analysis-width", str(width)], log)
     recon = out / "reconstruction"
     scene = recon / "transforms.json"
     if not scene.exists():
         try:
             _stage("reconstruct", scene, ["reconstruct", str(dataset), "--video", video_ids[0], "--out", str(recon),
-                                          "--max-frames", str(sizes.sfm_frames)], log)
+                                          "--max-frames", str(sizes.sfm_frames if world is not None else sizes.video_frames),
+                                          "--pairs", str(pairs)], log)
         except OdinError:
             if world is None:
                 raise
@@ -120,12 +160,9 @@ def run_demo(out: str | Path, video: str | Path | None = None, gpu: bool = False
                                                         "--max-views", "4", *device], log)
     camera_path = out / "camera_path.json"
     if not camera_path.exists():
-        from nrc.checkpoint import read_config
-
-        frame = read_config(run).scenes[0]
-        center, radius = np.asarray(frame.center, np.float64), float(frame.radius)
-        write_camera_path(camera_path, orbit_camera_path(center, 0.3 * radius, sizes.render_frames), width=sizes.render_height * 4 // 3,
-                          height=sizes.render_height, fov_y_deg=60.0, fps=12)
+        write_camera_path(camera_path, flythrough_camera_path(Path(scene), sizes.render_frames),
+                          width=sizes.render_height * 4 // 3, height=sizes.render_height, fov_y_deg=60.0, fps=12,
+                          scene=scene)
     flythrough = out / "flythrough.mp4"
     _stage("render", flythrough, ["nrc", "render", str(run), "--camera-path", str(camera_path), "--out", str(flythrough),
                                   *device], log)
@@ -149,7 +186,9 @@ def run_demo(out: str | Path, video: str | Path | None = None, gpu: bool = False
             "--out", str(imagined), "--steps", "10" if not gpu else "50", *device], log,
            before=lambda: _write_odin_path(out / "odin_path.json", sizes.odin_resolution))
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
-    return {"out": out, "scene": scene, "nrc_run": run, "odin_run": odin_run, "flythrough": flythrough, "mesh": mesh,
+    report = recon / "report.json"
+    registered = json.loads(report.read_text()) if report.exists() else None
+    return {"out": out, "scene": scene, "registered": registered, "nrc_run": run, "odin_run": odin_run, "flythrough": flythrough, "mesh": mesh,
             "camera_path": camera_path, "pairs": pairs, "odin_trajectory": imagined / "trajectory.mp4",
             "timings": log, "nrc_metrics": metrics}
 
@@ -167,6 +206,12 @@ def print_summary(result: dict) -> None:
     print("\n=== Odin360 demo: done ===")
     for name in ("scene", "pairs", "nrc_run", "flythrough", "mesh", "odin_run", "odin_trajectory"):
         print(f"  {name:16s} {result[name]}")
-    print("  NRC held-out: " + ", ".join(f"{k} {v:.3f}" for k, v in mean.items()))
+    report = result.get("registered")
+    if report:
+        print(f"  registered:   {report['registered']}/{report['frames']} frames of shot {report['shot']} "
+              f"({report['route']} route, mean reprojection error {report['mean_reprojection_px'] or float('nan'):.2f} px)")
+    else:
+        print("  registered:   SfM failed; the synthetic world's GT poses were used")
+    print("  NRC held-out: " + ", ".join(f"{k} {v:.3f}" for k, v in mean.items() if isinstance(v, (int, float))))
     print("  stage times:  " + "; ".join(result["timings"]))
-    print(f"\nOpen the viewer:  odin view {result['nrc_run']} --odin {result['odin_run']}   (then browse to http://127.0.0.1:8080)")
+    print(f"\nOpen the viewer:  odin view {result['nrc_run']} --odin {result['odin_run']}   (then open the URL it prints: it carries an access token)")

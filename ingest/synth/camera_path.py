@@ -18,6 +18,9 @@ class CameraPathConfig:
     yaw_drift_deg_per_s: float = 12.0  # heading turns steadily, independent of the motion
     pitch_jitter_deg: float = 3.0
     roll_jitter_deg: float = 2.0
+    # "drift": the heading turns on its own; "motion": the camera faces where it goes (a walk or a drive),
+    # the case whose pure forward motion pinhole SfM rules reject.
+    heading: str = "drift"
 
 
 def camera_to_world(time: float, config: CameraPathConfig, seed: int = 0) -> np.ndarray:
@@ -31,7 +34,10 @@ def camera_to_world(time: float, config: CameraPathConfig, seed: int = 0) -> np.
         config.height_wobble * math.sin(2.3 * time + phases[1]),
         config.radius_z * math.sin(angle),
     ])
-    yaw = phases[2] + math.radians(config.yaw_drift_deg_per_s) * time
+    if config.heading == "motion":
+        yaw = math.atan2(-config.radius_x * math.sin(angle), config.radius_z * math.cos(angle))
+    else:
+        yaw = phases[2] + math.radians(config.yaw_drift_deg_per_s) * time
     # Sums of incommensurate sinusoids: smooth, non-periodic-looking jitter.
     pitch = math.radians(config.pitch_jitter_deg) * (0.6 * math.sin(0.9 * time + phases[3]) + 0.4 * math.sin(2.1 * time))
     roll = math.radians(config.roll_jitter_deg) * (0.7 * math.sin(1.3 * time + phases[4]) + 0.3 * math.sin(3.7 * time + phases[5]))
