@@ -158,6 +158,9 @@ def run_colmap(work: Path, route: str, images: list[list[str]], pairs: list[tupl
     """Feature extraction, matching of the given pairs, mapping; returns (reconstructions, seconds)."""
     import pycolmap
 
+    # COLMAP logs six INFO lines per image and per BA iteration, which bury our progress lines;
+    # its warnings and errors still come through.
+    pycolmap.logging.minloglevel = max(pycolmap.logging.minloglevel, 1)
     image_dir, mask_dir, db = work / "images", work / "masks", work / "database.db"
     db.unlink(missing_ok=True)
     seconds = {}
