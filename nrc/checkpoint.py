@@ -65,6 +65,13 @@ def first_difference(a: dict, b: dict, prefix: str = "") -> str:
     return ""
 
 
+def _without_sources(architecture: dict) -> dict:
+    """Where a scene's files are is not what the weights mean (its frame is): a run whose scene
+    path was stored relative, or moved, still loads."""
+    return {**architecture, "scenes": [{k: v for k, v in s.items() if k != "source"}
+                                       for s in architecture.get("scenes", [])]}
+
+
 def load_checkpoint(run_dir: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
                     config: NRCConfig) -> tuple[int, list[dict]]:
     """Restore model (and optimizer) in place; returns (step, history). OdinError on any mismatch."""
@@ -84,11 +91,11 @@ def load_checkpoint(run_dir: str | Path, model: torch.nn.Module, optimizer: torc
         raise OdinError(f"unreadable checkpoint ({e})", path) from None
     if "architecture" not in metadata:
         raise OdinError("not an NRC checkpoint (no architecture metadata)", path)
-    saved = json.loads(metadata["architecture"])
-    if saved != config.architecture():
+    saved, ours = _without_sources(json.loads(metadata["architecture"])), _without_sources(config.architecture())
+    if saved != ours:
         # Scene lists compare as a whole; dicts are walked to name the first differing setting.
         diff = first_difference({k: v for k, v in saved.items() if k != "scenes"},
-                                 {k: v for k, v in config.architecture().items() if k != "scenes"})
+                                 {k: v for k, v in ours.items() if k != "scenes"})
         raise OdinError(f"checkpoint is from another config ({diff or 'scenes differ'})", path)
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     expected = model.state_dict()

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import math
+
+from ingest import argcheck as ac
 
 
 def _device(name: str) -> str:
@@ -19,51 +22,54 @@ def register(subparsers) -> None:
 
     fit = sub.add_parser("fit", help="fit (or resume) a run on one or more scenes",
                          description="SCENE: a transforms.json (or its folder), an LLFF folder, or a synthetic world. "
+                                     "Several scenes share one codebook and decoder (each step trains on all of "
+                                     "them, rays split evenly). "
                                      "Re-running with the same --out resumes from the last save.")
     fit.add_argument("scenes", nargs="+", metavar="SCENE")
-    fit.add_argument("--out", required=True, help="run folder (config.json, checkpoint.safetensors, PNGs)")
+    fit.add_argument("--out", required=True, type=ac.out_dir, help="run folder (config.json, checkpoint.safetensors, PNGs)")
     fit.add_argument("--preset", default=None, choices=("gpu", "cpu", "tiny"),
                      help="starting config (default: gpu on CUDA, cpu otherwise)")
-    fit.add_argument("--steps", type=int, help="total training steps (may be raised when resuming)")
-    fit.add_argument("--batch-rays", type=int)
-    fit.add_argument("--codes", type=int, help="codebook size K (an upper bound; gates learn how many are used)")
-    fit.add_argument("--height", type=int, help="image height to train at (images are resized)")
-    fit.add_argument("--scene-radius", type=float, help="foreground radius in world units (default: from the sparse "
+    fit.add_argument("--steps", type=ac.positive_int, help="total training steps (may be raised when resuming)")
+    fit.add_argument("--batch-rays", type=ac.positive_int)
+    fit.add_argument("--codes", type=ac.positive_int, help="codebook size K (an upper bound: codes that do not pay their way are pruned)")
+    fit.add_argument("--height", type=ac.int_at_least(4), help="image height to train at (images are resized)")
+    fit.add_argument("--scene-radius", type=ac.positive_float, help="foreground radius in world units (default: from the sparse "
                      "points or the cameras' viewing rays, see nrc/framing.py)")
     fit.add_argument("--scene-center", metavar="X,Y,Z", help="foreground centre in world units (default: automatic)")
-    fit.add_argument("--save-every", type=int)
-    fit.add_argument("--seconds", type=float, help="wall-clock budget, loading and the final save included "
+    fit.add_argument("--save-every", type=ac.positive_int)
+    fit.add_argument("--seconds", type=ac.nonneg_float, help="wall-clock budget, loading and the final save included "
                      "(default: the preset's; 0: no limit, train --steps)")
-    fit.add_argument("--device", default="auto")
-    fit.add_argument("--seed", type=int)
+    fit.add_argument("--device", type=ac.device, default="auto")
+    fit.add_argument("--seed", type=ac.nonneg_int)
     fit.set_defaults(func=_run_fit)
 
     ev = sub.add_parser("eval", help="score held-out views (PSNR, SSIM; depth, ARI, FG-ARI on synthetic worlds)")
     ev.add_argument("run")
-    ev.add_argument("--out", help="folder for metrics.json and PNG panels (default RUN/eval)")
-    ev.add_argument("--max-views", type=int)
-    ev.add_argument("--height", type=int, help="evaluate at this image height (default: the training height)")
-    ev.add_argument("--device", default="auto")
+    ev.add_argument("--out", type=ac.out_dir, help="folder for metrics.json and PNG panels (default RUN/eval)")
+    ev.add_argument("--max-views", type=ac.positive_int)
+    ev.add_argument("--height", type=ac.int_at_least(4), help="evaluate at this image height (default: the training height)")
+    ev.add_argument("--device", type=ac.device, default="auto")
     ev.set_defaults(func=_run_eval)
 
     rd = sub.add_parser("render", help="render a nerfstudio camera path to MP4")
     rd.add_argument("run")
     rd.add_argument("--camera-path", required=True, help="nerfstudio camera_path.json (perspective or equirectangular)")
-    rd.add_argument("--out", required=True, help="video.mp4")
+    rd.add_argument("--out", required=True, type=ac.out_file, help="video.mp4")
     rd.add_argument("--output", default="rgb", choices=("rgb", "depth", "codes"))
-    rd.add_argument("--scene", type=int, default=0)
-    rd.add_argument("--device", default="auto")
+    rd.add_argument("--scene", type=ac.nonneg_int, default=0)
+    rd.add_argument("--device", type=ac.device, default="auto")
     rd.set_defaults(func=_run_render)
 
     me = sub.add_parser("export-mesh", help="marching-cubes mesh with vertex colours (.ply, .glb, .obj)")
     me.add_argument("run")
-    me.add_argument("--out", required=True, help="mesh.ply | mesh.glb | mesh.obj")
-    me.add_argument("--resolution", type=int, default=128, help="grid vertices per side")
-    me.add_argument("--level", type=float, help="density iso-level (default: half opacity per rendering step)")
+    me.add_argument("--out", required=True, type=ac.out_file, help="mesh.ply | mesh.glb | mesh.obj")
+    me.add_argument("--resolution", type=ac.int_at_least(4), default=128, help="grid vertices per side")
+    me.add_argument("--level", type=ac.finite_float, help="density iso-level (default: half opacity per rendering step)")
     me.add_argument("--per-code", action="store_true", help="one object per code (separate files for .ply)")
-    me.add_argument("--decimate", type=int, metavar="FACES", help="simplify each mesh to at most this many faces")
-    me.add_argument("--scene", type=int, default=0)
-    me.add_argument("--device", default="auto")
+    me.add_argument("--decimate", type=ac.int_at_least(4), metavar="FACES",
+                    help="simplify each mesh to at most this many faces")
+    me.add_argument("--scene", type=ac.nonneg_int, default=0)
+    me.add_argument("--device", type=ac.device, default="auto")
     me.set_defaults(func=_run_export_mesh)
 
 
@@ -80,11 +86,9 @@ def _run_fit(args) -> int:
             center = tuple(float(v) for v in args.scene_center.split(","))
         except ValueError:
             center = ()
-        if len(center) != 3:
-            raise OdinError(f"--scene-center: expected X,Y,Z (three numbers), got {args.scene_center!r}")
+        if len(center) != 3 or not all(map(math.isfinite, center)):
+            raise OdinError(f"expected X,Y,Z (three finite numbers), got {args.scene_center!r}", "--scene-center")
     if args.seconds is not None:
-        if not args.seconds >= 0:
-            raise OdinError(f"--seconds: must be >= 0, got {args.seconds}")
         config.train.seconds = args.seconds or None
     overrides = {"steps": args.steps, "batch_rays": args.batch_rays, "image_height": args.height,
                  "save_every": args.save_every, "seed": args.seed}

@@ -1,16 +1,27 @@
 """The codebook of Neural Radiance Field Codebooks (Wallingford et al., 2023), made explicit.
 
-A point's feature ``h`` picks its nearest code among K learned codes; the choice is hard in
-the forward pass and differentiable through a softmax in the backward pass (straight-through).
-Each code has a gate ``sigmoid(g_k)``: its log enters the assignment logits, and the loss pays
-``gate_penalty * sum_k gate_k * (1 - usage_k / min_share)+``: a code that renders less than
-``min_share`` of the surface pays for its gate, one that renders more is free, so codes that
-do not earn their keep switch off and the number of active codes is learned. (A flat
-``sum_k gate_k`` closes every gate but one under Adam, whatever its weight: Adam moves a
-parameter with a steady gradient by ~lr a step, and the reconstruction's pull on a gate is
-noisy.) The variation module lets points of one code differ: the
-decoder sees ``code + bound * tanh(V [h, code])``, a bounded feature-dependent offset that can
-shade a texture but cannot turn one code into another.
+A point's feature ``h`` picks its nearest code among K learned *surface* codes and one *empty*
+code (empty space: density 0, never closed, never counted); the choice is hard in the forward
+pass and differentiable through a softmax in the backward pass (straight-through). The
+decoder reads the code, not the feature (``nrc.field``): density and geometry come from the
+code, so a point can only be as dense and look as a code does, up to the variation.
+
+The variation is the only feature-dependent signal that reaches the decoder, and it is an
+information bottleneck: one number for density and ``variation_dim`` (default 1) for colour
+per point, each bounded by tanh and paid for by ``variation_penalty * mean(v^2)``. Through
+the old full-width, unpenalised offset one code rendered as well as eight (issue 15); through
+this one a code can shade a texture but not stand in for another code (on a 3-room family,
+K=1 falls 4.4 dB below K=8 with one colour number at 1e-2, 1 dB with two at 1e-3).
+(Scaling an offset in code space to the codes' spacing bounds nothing: the decoder can
+amplify any offset, so the bottleneck is the width and the price, not a radius.)
+
+Each surface code has a gate ``sigmoid(g_k)``: its log enters the assignment logits, and the
+loss pays ``gate_penalty * sum_k gate_k * (1 - usage_k / min_share)+``: a code that renders
+less than ``min_share`` of the surface pays for its gate, one that renders more is free. (A
+flat ``sum_k gate_k`` closes every gate but one under Adam, whatever its weight.)
+
+The distances and the assignment run in fp32 with autocast disabled: under bf16 autocast the
+cross-term ``h @ codes.T`` ran in bf16 and flipped 0.34% of assignments (issue 15).
 """
 from __future__ import annotations
 
@@ -19,13 +30,17 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+GATE_OPEN = 3.0  # sigmoid(3) = 0.95: every code is available until it proves useless
+
 
 @dataclass
 class Assignment:
-    latent: torch.Tensor  # (N, D) code + bounded offset: the decoder's input
-    index: torch.Tensor  # (N,) hard code index
-    probs: torch.Tensor  # (N, K) soft assignment (straight-through in training)
+    probs: torch.Tensor  # (N, K + 1) hard one-hot forward; soft gradient in training (last column: empty)
+    index: torch.Tensor  # (N,) nearest surface code (segmentation; rendered with weight 0 where empty)
+    empty: torch.Tensor  # (N,) bool: the empty code won
+    variation: torch.Tensor | None  # (N, 1 + variation_dim) in [-1, 1]: density, then colour variation
     vq_loss: torch.Tensor  # (2,): codebook term (codes -> features), commitment term (features -> codes)
+    variation_cost: torch.Tensor  # () mean squared variation: the bottleneck's price
 
 
 def nearest_code_reference(features: torch.Tensor, codes: torch.Tensor, log_gates: torch.Tensor,
@@ -37,33 +52,41 @@ def nearest_code_reference(features: torch.Tensor, codes: torch.Tensor, log_gate
 
 def assignment_logits(features: torch.Tensor, codes: torch.Tensor, log_gates: torch.Tensor,
                       temperature: float) -> torch.Tensor:
-    """-|h - c_k|^2 / T + log gate_k, via one matmul (|h|^2 is shared by all k, but kept so the
-    logits equal the reference exactly up to rounding)."""
-    d2 = (features**2).sum(-1, keepdim=True) - 2 * features @ codes.T + (codes**2).sum(-1)
-    return -d2 / temperature + log_gates
+    """-|h - c_k|^2 / T + log gate_k, via one matmul, in fp32 whatever autocast says (|h|^2 is
+    shared by all k, but kept so the logits equal the reference up to rounding)."""
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        h, c = features.float(), codes.float()
+        d2 = (h**2).sum(-1, keepdim=True) - 2 * h @ c.T + (c**2).sum(-1)
+        return -d2 / temperature + log_gates.float()
 
 
 class Codebook(nn.Module):
-    def __init__(self, n_codes: int, code_dim: int, variation_bound: float, temperature: float = 1.0):
+    def __init__(self, n_codes: int, code_dim: int, variation_dim: int = 2, temperature: float = 1.0):
         super().__init__()
-        self.codes = nn.Parameter(torch.randn(n_codes, code_dim))
-        # Gates start open (sigmoid(3) = 0.95): every code is available until it proves useless.
-        self.gate_logits = nn.Parameter(torch.full((n_codes,), 3.0))
-        self.variation = nn.Linear(2 * code_dim, code_dim)
-        self.variation_bound = variation_bound
+        if n_codes < 1:
+            raise ValueError(f"n_codes must be >= 1, got {n_codes}")
+        # K surface codes, then the empty code. Small: the features start small too.
+        self.codes = nn.Parameter(0.3 * torch.randn(n_codes + 1, code_dim))
+        self.gate_logits = nn.Parameter(torch.full((n_codes,), GATE_OPEN))
+        # Codes pruned for not paying their way (nrc.trainer.prune_codes): out of every assignment,
+        # soft ones included, until a restart reopens them.
+        self.register_buffer("closed", torch.zeros(n_codes, dtype=torch.bool))
+        # One density number and ``variation_dim`` colour numbers; none at all with 0 (ablation).
+        self.variation = nn.Linear(code_dim, 1 + variation_dim) if variation_dim > 0 else None
         self.temperature = temperature
 
     @property
     def n_codes(self) -> int:
-        return len(self.codes)
+        """K, the surface codes (the empty code is not counted)."""
+        return len(self.codes) - 1
 
     def gates(self) -> torch.Tensor:
         return torch.sigmoid(self.gate_logits.float())
 
     def active(self) -> torch.Tensor:
-        """(K,) bool: codes with gate > 0.5 (at least the most open one)."""
-        g = self.gates()
-        return (g > 0.5) | (g == g.max())
+        """(K,) bool: surface codes with gate > 0.5 (at least the most open one)."""
+        g = self.gates().masked_fill(self.closed, -1.0)
+        return ((g > 0.5) | (g == g.max())) & ~self.closed
 
     def gate_cost(self, usage: torch.Tensor | None = None, min_share: float = 0.02) -> torch.Tensor:
         """Sum of gates, each weighted by how far its code's ``usage`` (K,) share falls short of
@@ -73,34 +96,58 @@ class Codebook(nn.Module):
         shortfall = (1 - usage.detach().float() / min_share).clamp(0, 1)
         return (self.gates() * shortfall).sum()
 
+    def log_gates(self) -> torch.Tensor:
+        """(K + 1,) log gates of every code; the empty code's is 0 (always open)."""
+        lg = torch.nn.functional.logsigmoid(self.gate_logits.float())
+        return torch.cat([lg, lg.new_zeros(1)])
+
+    def open_mask(self) -> torch.Tensor:
+        """(K + 1,) bool: codes that may win a hard assignment."""
+        return torch.cat([self.active(), self.active().new_ones(1)])
+
     @torch.no_grad()
     def restart_dead_codes(self, features: torch.Tensor, usage: torch.Tensor, generator: torch.Generator,
                            min_usage: float = 1e-3) -> int:
-        """Move codes used by fewer than ``min_usage`` of the points onto random current features
-        (and reopen their gates); the usual cure for VQ collapse early in training. Returns how many."""
+        """Move surface codes used by fewer than ``min_usage`` of the rendered surface onto
+        surface ``features`` (k-means++: drawn in proportion to their squared distance to the
+        nearest code, so restarts land where the codebook describes the surface worst) and
+        reopen their gates. ``usage`` (K,) and ``features`` should cover every scene. Returns how many."""
         dead = (usage < min_usage).nonzero(as_tuple=True)[0]
         if len(dead) == 0 or len(features) == 0:
             return 0
-        pick = torch.randint(len(features), (len(dead),), generator=generator, device=generator.device).to(features.device)
-        self.codes[dead] = features[pick].to(self.codes.dtype)
-        self.gate_logits[dead] = 3.0
+        f = features.float()
+        live = torch.ones(len(self.codes), dtype=torch.bool, device=f.device)
+        live[dead] = False
+        for k in dead.tolist():
+            d2 = torch.cdist(f, self.codes[live].float()).pow(2).min(1).values
+            if float(d2.sum()) <= 0:
+                d2 = torch.ones_like(d2)
+            pick = torch.multinomial((d2 / d2.sum()).to(generator.device), 1, generator=generator).to(f.device)
+            self.codes[k] = f[pick[0]].to(self.codes.dtype)
+            live[k] = True
+        self.gate_logits[dead] = GATE_OPEN
+        self.closed[dead] = False
         return len(dead)
 
     def forward(self, features: torch.Tensor) -> Assignment:
         features = features.float()
         codes = self.codes.float()
-        log_gates = torch.nn.functional.logsigmoid(self.gate_logits.float())
-        logits = assignment_logits(features, codes, log_gates, self.temperature)
+        logits = assignment_logits(features, codes, self.log_gates(), self.temperature)
         # Closed codes never win a hard assignment, whatever the distance.
-        logits_hard = logits.masked_fill(~self.active(), float("-inf"))
-        index = logits_hard.argmax(-1)
+        slot = logits.masked_fill(~self.open_mask(), float("-inf")).argmax(-1)
+        hard = torch.nn.functional.one_hot(slot, len(codes)).float()
         if self.training:
-            soft = torch.softmax(logits, -1)
-            hard = torch.nn.functional.one_hot(index, self.n_codes).to(soft)
+            soft = torch.softmax(logits.masked_fill(torch.cat([self.closed, self.closed.new_zeros(1)]), float("-inf")), -1)
             probs = hard + soft - soft.detach()
         else:
-            probs = torch.softmax(logits_hard, -1)
-        chosen = probs @ codes if self.training else codes[index]
-        vq_loss = ((features.detach() - codes[index]) ** 2).mean(), ((features - codes[index].detach()) ** 2).mean()
-        offset = self.variation_bound * torch.tanh(self.variation(torch.cat([features, chosen.detach()], -1)))
-        return Assignment(chosen + offset, index, probs, torch.stack(vq_loss))
+            probs = hard
+        empty = slot == self.n_codes
+        # The segmentation's label of an empty point: its nearest surface code (it renders with weight 0).
+        index = torch.where(empty, logits[:, :-1].masked_fill(~self.active(), float("-inf")).argmax(-1), slot)
+        chosen = codes[slot]
+        vq_loss = torch.stack([((features.detach() - chosen) ** 2).mean(), ((features - chosen.detach()) ** 2).mean()])
+        variation, cost = None, features.new_zeros(())
+        if self.variation is not None:
+            variation = torch.tanh(self.variation(features))
+            cost = (variation**2).mean()
+        return Assignment(probs, index, empty, variation, vq_loss, cost)

@@ -31,9 +31,13 @@ class HashGridConfig:
 class ModelConfig:
     hashgrid: HashGridConfig = field(default_factory=HashGridConfig)
     feature_hidden: int = 64  # MLP from hash features to the per-point feature that picks a code
-    n_codes: int = 16  # K: the codebook size (an upper bound: the gates learn how many are used)
+    n_codes: int = 16  # K: the codebook size (an upper bound: pruning and gates learn how many are used)
     code_dim: int = 16
-    variation_bound: float = 0.5  # |offset| per dimension, in code units: keeps a point near its code
+    # The variation bottleneck (nrc.codebook): per-point numbers in [-1, 1] that reach the decoder
+    # besides the code; 0 = none (the ablation). Density's is one number, scaled to e-folds.
+    variation_dim: int = 1
+    density_variation: float = 1.0
+    view_dependence: float = 0.3  # bound of the view-dependent colour logit (0: Lambertian)
     assign_temperature: float = 1.0  # softmax temperature of the straight-through assignment
     decoder_hidden: int = 64
     geo_dim: int = 15  # density-MLP features passed to the colour MLP
@@ -60,7 +64,8 @@ class TrainConfig:
     lr: float = 1e-2
     lr_final_fraction: float = 0.1  # exponential decay to lr * this at the last step
     gate_penalty: float = 1e-3  # per active-code weight: the price of a code that renders ...
-    code_min_share: float = 0.02  # ... less than this share of the surface (more is free)
+    code_min_share: float = 0.005  # ... less than this share of the surface (more is free)
+    variation_penalty: float = 1e-2  # price of the codebook's variation: mean v^2 (v in [-1, 1])
     # VQ commitment (features pull towards their code). Off: even 0.02 collapses every feature
     # onto one code (hash features constant, density constant: a skybox).
     commitment: float = 0.0
@@ -69,7 +74,10 @@ class TrainConfig:
     distortion: float = 0.003
     codebook_loss: float = 1.0  # VQ codebook loss (codes pull towards their features)
     code_restart_every: int = 100  # re-seed unused codes on surface features this often ...
-    code_restart_until: float = 0.5  # ... during this fraction of training (then gates decide)
+    code_restart_until: float = 0.5  # ... during this fraction of training (then pruning decides)
+    # After the restarts, the open code whose loss costs least is closed for good whenever the
+    # photometric MSE rises by less than this fraction without it (0: never); nrc.trainer.prune_codes.
+    code_prune_tolerance: float = 0.02
     save_every: int = 250
     log_every: int = 25
     preview_every: int = 1000  # held-out render PNG
@@ -112,6 +120,13 @@ class NRCConfig:
         return cls(model=_build(ModelConfig, model), sampler=_build(SamplerConfig, d.get("sampler", {})),
                    train=_build(TrainConfig, d.get("train", {})),
                    scenes=[_build(SceneFrame, s) for s in d.get("scenes", [])])
+
+    def check_scene(self, scene: int) -> None:
+        """``--scene`` of render, export-mesh and the viewer: an index into the run's scenes."""
+        if not 0 <= scene < len(self.scenes):
+            from ingest.errors import OdinError
+
+            raise OdinError(f"{scene} is out of range: the run has {len(self.scenes)} scene(s), 0-based", "--scene")
 
     def architecture(self) -> dict:
         """What a checkpoint's tensors and meaning depend on."""

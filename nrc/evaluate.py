@@ -1,5 +1,7 @@
 """Held-out evaluation of a run: PSNR, SSIM, and on synthetic worlds depth error, ARI and
-FG-ARI of the code segmentation against the ground-truth object ids; JSON + PNG panels.
+FG-ARI of the code segmentation against the ground-truth object ids, and over the rooms of a
+synthetic family the cross-scene consistency of the codes; JSON + PNG panels (per view: GT |
+render | depth | ids | codes, and GT ids | code argmax | each code's weight map).
 
 Pixels of moving objects are excluded from every score (they were excluded from training:
 a static field cannot explain them). The constant-colour baseline (every pixel = the mean
@@ -15,7 +17,8 @@ from ingest.atomic import atomic_write_json
 from ingest.errors import OdinError
 from nrc.checkpoint import load_run
 from nrc.data import load_scene_data
-from nrc.metrics import adjusted_rand_index, depth_errors, foreground_ari, psnr, ssim
+from nrc.metrics import (adjusted_rand_index, cross_scene_consistency, depth_errors, foreground_ari, majority_codes,
+                         psnr, ssim)
 from nrc.plots import colorize_depth, colorize_labels, panel, write_png
 from nrc.rendering import render_view
 
@@ -29,6 +32,7 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None, device:
     height = image_height or config.train.image_height
     report = {"run": str(run_dir), "scenes": []}
     k = config.train.holdout_every
+    majorities = []  # per scene: {GT id: majority code} over its held-out pixels
     for scene_index, frame in enumerate(config.scenes):
         data = load_scene_data(frame.source, height, k, part="held_out")
         held_out = data.views
@@ -37,7 +41,7 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None, device:
         train_frames, held_out_frames = data.split_frames(k)
         # The baseline's mean colour barely depends on resolution: read the training views small.
         mean_colour = _mean_colour(load_scene_data(frame.source, min(height or 32, 32), k, part="train").views)
-        rows = []
+        rows, scene_ids, scene_seg = [], [], []
         for view in held_out[:max_views]:
             out = render_view(model, view.camera.c2w, view.camera, ("rgb", "depth", "codes"), scene=scene_index)
             mask = view.valid if view.valid is not None else np.ones(view.rgb.shape[:2], bool)
@@ -57,17 +61,34 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None, device:
                 row["fg_ari"] = foreground_ari(ids, seg)
                 images += [colorize_labels(view.ids), colorize_labels(out["segmentation"])]
                 labels += ["GT ids", "codes"]
+                scene_ids.append(ids), scene_seg.append(seg)
+                write_png(out_dir / f"codes_scene{scene_index}_{view.name}.png", code_panel(view.ids, out["codes"]))
             else:
                 images.append(colorize_labels(out["segmentation"]))
                 labels.append("codes")
             rows.append(row)
             write_png(out_dir / f"scene{scene_index}_{view.name}.png", panel(images, labels))
         summary = {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0] if k != "view"}
+        if scene_ids:
+            majorities.append(majority_codes(np.concatenate(scene_ids), np.concatenate(scene_seg)))
         report["scenes"].append({"source": frame.source, "n_views": len(rows), "image_height": height,
                                  "holdout_every": k, "held_out_frames": held_out_frames, "train_frames": train_frames,
                                  "active_codes": int(model.codebook.active().sum()), "mean": summary, "views": rows})
+    # Synthetic families share object-type ids across rooms (ingest.synth.family): does one type
+    # get one code in every room?
+    report["active_codes"] = int(model.codebook.active().sum())
+    if len(majorities) > 1:
+        report["cross_scene"], report["recurring_types"] = cross_scene_consistency(majorities)
+        report["majority_codes"] = [{str(i): c for i, c in m.items()} for m in majorities]
     atomic_write_json(out_dir / "metrics.json", _finite(report))
     return report
+
+
+def code_panel(gt_ids: np.ndarray, code_weights: np.ndarray) -> np.ndarray:
+    """GT ids | code argmax | each code's rendering weight (white = the code renders the pixel)."""
+    maps = [np.repeat(np.clip(code_weights[..., k], 0, 1)[..., None], 3, -1) for k in range(code_weights.shape[-1])]
+    return panel([colorize_labels(gt_ids), colorize_labels(code_weights.argmax(-1))] + maps,
+                 ["GT ids", "codes"] + [f"code {k}" for k in range(len(maps))])
 
 
 def _mean_colour(views) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The radiance field: per-scene hash-grid features -> shared codebook -> shared decoder.
+"""The radiance field: per-scene hash-grid features -> shared codebook -> shared decoder of codes.
 
 ``NRCModel`` holds one ``SceneEncoder`` per scene of a run (hash grid, feature MLP, frame of
 reference, occupancy grid) and one codebook and decoder shared by all of them, so a code
@@ -86,22 +86,53 @@ class SceneEncoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Code latent -> density and geometry features; + view direction -> colour."""
+    """Code -> density and geometry features; geometry + colour variation + view direction -> colour.
+
+    The density MLP reads the codes, not the points: it is evaluated once per code (a (K, .)
+    table) and each point takes its code's row, so density and geometry are the code's. The
+    only per-point signal is the codebook's bounded variation: ``density_variation`` e-folds
+    of density (one number) and ``variation_dim`` numbers into the colour MLP."""
 
     def __init__(self, model: ModelConfig):
         super().__init__()
         self.density_mlp = _mlp([model.code_dim, model.decoder_hidden, 1 + model.geo_dim])
-        self.color_mlp = _mlp([model.geo_dim + 9, model.color_hidden, model.color_hidden, 3])
+        self.color_mlp = _mlp([model.geo_dim + model.variation_dim, model.color_hidden, model.color_hidden, 3])
+        # View dependence is a bounded, per-code SH offset: seen from inside a room the view
+        # direction tells which wall a ray hits, and a free direction input let one code paint
+        # every wall (K=1 within 1 dB of K=8 with it).
+        self.view_head = nn.Linear(model.geo_dim + 9, 3)
+        self.geo_dim = model.geo_dim
+        self.view_dependence = model.view_dependence
+        self.density_variation = model.density_variation
 
-    def density(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.density_mlp(latent)
+    def code_table(self, codes: torch.Tensor) -> torch.Tensor:
+        """(K, 1 + geo_dim): density logit and geometry features of each surface code."""
+        return self.density_mlp(codes)
+
+    def density(self, assignment: Assignment, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sigma (N,), colour-MLP input (N, geo_dim + variation_dim)) of points with this assignment.
+        Per code, then mixed by the assignment (one-hot forward, soft gradient): the empty code
+        has density 0 and no geometry."""
+        surface = assignment.probs[:, :-1]
         # +1: about one e-folding of opacity per scene radius at the start, so the first
         # gradients reach the foreground instead of painting colour on the far shell.
-        return trunc_exp(out[..., 0] + 1.0), out[..., 1:]
+        log_sigma = table[:, 0].float() + 1.0
+        variation = assignment.variation
+        if variation is not None:
+            log_sigma = log_sigma + self.density_variation * variation[:, :1].float()
+        sigma = (surface * trunc_exp(log_sigma.expand(len(surface), -1))).sum(-1)
+        geo = surface.to(table.dtype) @ table[:, 1:]
+        if variation is not None:
+            geo = torch.cat([geo, variation[:, 1:].to(geo.dtype)], -1)
+        return sigma, geo
 
     def color(self, geo: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
         sh = spherical_harmonics_deg2(directions).to(geo.dtype)
-        return torch.sigmoid(self.color_mlp(torch.cat([geo, sh], -1)).float())
+        logit = self.color_mlp(geo).float()
+        if self.view_dependence:
+            view = self.view_head(torch.cat([geo[:, :self.geo_dim], sh], -1)).float()
+            logit = logit + self.view_dependence * torch.tanh(view)
+        return torch.sigmoid(logit)
 
 
 @dataclass
@@ -109,7 +140,7 @@ class FieldOutput:
     sigma: torch.Tensor  # (N,) density per scene radius
     rgb: torch.Tensor | None  # (N, 3) in [0, 1]
     assignment: Assignment
-    geo: torch.Tensor | None = None  # (N, geo_dim) what the colour MLP reads (``decoder.color``)
+    geo: torch.Tensor | None = None  # (N, geo_dim + variation_dim) what the colour MLP reads (``decoder.color``)
 
 
 class NRCModel(nn.Module):
@@ -120,7 +151,7 @@ class NRCModel(nn.Module):
         m = config.model
         self.config = config
         self.encoders = nn.ModuleList(SceneEncoder(f, m, config.sampler, backend) for f in config.scenes)
-        self.codebook = Codebook(m.n_codes, m.code_dim, m.variation_bound, m.assign_temperature)
+        self.codebook = Codebook(m.n_codes, m.code_dim, m.variation_dim, m.assign_temperature)
         self.decoder = Decoder(m)
 
     @property
@@ -130,7 +161,7 @@ class NRCModel(nn.Module):
     def query(self, scene: int, x_normalised: torch.Tensor, directions: torch.Tensor | None) -> FieldOutput:
         """Density, colour (when ``directions`` are given) and code assignment at points."""
         assignment = self.codebook(self.encoders[scene](x_normalised))
-        sigma, geo = self.decoder.density(assignment.latent)
+        sigma, geo = self.decoder.density(assignment, self.decoder.code_table(self.codebook.codes[:-1]))
         rgb = None if directions is None else self.decoder.color(geo, directions)
         return FieldOutput(sigma, rgb, assignment, geo)
 

@@ -132,8 +132,7 @@ def export_mesh(run_dir: str | Path, out: str | Path, *, resolution: int = 128, 
     if Path(out).suffix.lower() not in MESH_SUFFIXES:
         raise OdinError(f"mesh format must be one of {MESH_SUFFIXES}", out)
     model, config = load_run(run_dir, device)
-    if not 0 <= scene < len(config.scenes):
-        raise OdinError(f"scene {scene} out of range (run has {len(config.scenes)})", run_dir)
+    config.check_scene(scene)
     meshes = extract_meshes(model, scene, resolution, level, None, per_code, decimate_faces)
     if not meshes:
         raise OdinError(f"no surface at density level {level or default_level(model, scene):.3g}; try a lower --level", run_dir)

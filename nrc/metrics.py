@@ -59,6 +59,28 @@ def foreground_ari(gt_ids: np.ndarray, pred_labels: np.ndarray, background_id: i
     return adjusted_rand_index(np.asarray(gt_ids)[fg], np.asarray(pred_labels)[fg])
 
 
+def majority_codes(gt_ids: np.ndarray, pred_labels: np.ndarray, background_id: int = 0) -> dict[int, int]:
+    """{object id: the predicted label most of its pixels get} over the given pixels."""
+    gt, pred = np.asarray(gt_ids).reshape(-1), np.asarray(pred_labels).reshape(-1)
+    return {int(i): int(np.bincount(pred[gt == i]).argmax()) for i in np.unique(gt) if i != background_id}
+
+
+def cross_scene_consistency(majorities: list[dict[int, int]]) -> tuple[float, int]:
+    """(share of the object types seen in two or more scenes whose majority code is the same in
+    every one of them, how many such types), from :func:`majority_codes` per scene. NaN when no
+    type recurs. (Alone it rewards one code for everything: read it beside FG-ARI.)"""
+    seen: dict[int, set[int]] = {}
+    counts: dict[int, int] = {}
+    for per_scene in majorities:
+        for obj, code in per_scene.items():
+            seen.setdefault(obj, set()).add(code)
+            counts[obj] = counts.get(obj, 0) + 1
+    recurring = [obj for obj, n in counts.items() if n >= 2]
+    if not recurring:
+        return float("nan"), 0
+    return float(np.mean([len(seen[obj]) == 1 for obj in recurring])), len(recurring)
+
+
 def chamfer_distance(points_a: np.ndarray, points_b: np.ndarray) -> float:
     """Symmetric mean nearest-neighbour distance: (mean d(a->B) + mean d(b->A)) / 2."""
     from scipy.spatial import cKDTree

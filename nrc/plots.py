@@ -47,15 +47,17 @@ def panel(images: list[np.ndarray], labels: list[str] | None = None, gap: int = 
 
     h = max(im.shape[0] for im in images)
     label_h = 12 if labels else 0
-    width = sum(im.shape[1] for im in images) + gap * (len(images) - 1)
-    canvas = Image.new("RGB", (width, h + label_h), (255, 255, 255))
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    # A column is as wide as its label too: small renders (48 px) otherwise print labels over each other.
+    widths = [max(im.shape[1], int(measure.textlength(labels[k])) + 4 if labels else 0) for k, im in enumerate(images)]
+    canvas = Image.new("RGB", (sum(widths) + gap * (len(images) - 1), h + label_h), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     x = 0
     for k, im in enumerate(images):
         canvas.paste(Image.fromarray(to_uint8(im)), (x, label_h))
         if labels:
             draw.text((x + 2, 0), labels[k], fill=(0, 0, 0))
-        x += im.shape[1] + gap
+        x += widths[k] + gap
     return np.asarray(canvas)
 
 

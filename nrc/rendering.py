@@ -73,10 +73,11 @@ def render_rays(model: NRCModel, scene: int, origins: torch.Tensor, directions: 
                 outputs: tuple[str, ...] = ("rgb",), min_transmittance: float = 0.0) -> dict:
     """Render world-frame rays (R, 3) with unit directions. Returns the requested outputs
     ("rgb" (R,3), "depth" (R,) world units, "codes" (R,K) rendering weight per code,
-    "accumulation" (R,), "distortion" (R,) see :func:`distortion_loss`) plus "vq_loss" (2,) and
-    "n_evaluated" (samples the field computed). Colour is computed only where at least
-    ``min_transmittance`` of the light is left (training's saving: hidden samples cost no colour
-    MLP; the colour changes by at most that fraction)."""
+    "accumulation" (R,), "distortion" (R,) see :func:`distortion_loss`) plus "vq_loss" (2,),
+    "variation_cost" (the codebook's bottleneck price) and "n_evaluated" (samples the field
+    computed). Colour is computed only where at least ``min_transmittance`` of the light is
+    left (training's saving: hidden samples cost no colour MLP; the colour changes by at most
+    that fraction)."""
     cfg = model.config.sampler
     encoder = model.encoders[scene]
     o = encoder.normalise(origins.float())
@@ -91,17 +92,17 @@ def render_rays(model: NRCModel, scene: int, origins: torch.Tensor, directions: 
     # with index_add, which skips the dense (R, N, 3) tensors and their scatter/gather backward.
     flat = keep.nonzero().squeeze(1)
     ray = torch.div(flat, n_samples, rounding_mode="floor")
-    vq_loss = torch.zeros(2, device=o.device)
+    vq_loss, variation_cost = torch.zeros(2, device=o.device), torch.zeros((), device=o.device)
     field = None
     sigma = torch.zeros(n_rays * n_samples, device=o.device)
     if len(flat):
         field = model.query(scene, points[flat], None)
         sigma = sigma.index_put((flat,), field.sigma.float())
-        vq_loss = field.assignment.vq_loss
+        vq_loss, variation_cost = field.assignment.vq_loss, field.assignment.variation_cost
     sigma = sigma.view(n_rays, n_samples)
     weights, transmittance = volume_weights_and_transmittance(sigma, t_edges[:, 1:] - t_edges[:, :-1])
     w = weights.reshape(-1)[flat]
-    out = {"vq_loss": vq_loss, "n_evaluated": len(flat)}
+    out = {"vq_loss": vq_loss, "variation_cost": variation_cost, "n_evaluated": len(flat)}
     if "rgb" in outputs:
         rgb = torch.zeros(n_rays, 3, device=o.device)
         if field is not None:

@@ -16,8 +16,10 @@ import torch
 import torch._dynamo  # noqa: F401  (Adam imports it on first use, seconds on a busy CPU: not inside a fit's budget)
 
 from ingest.errors import OdinError
+from ingest.runlock import contents, run_lock
 from nrc import checkpoint as ckpt
 from nrc.config import NRCConfig
+from nrc.determinism import deterministic_on_cpu
 from nrc.budget import Budget
 from nrc.data import RayBank, SceneData, View, auto_scene_frame, load_scene_data
 from nrc.field import NRCModel
@@ -60,23 +62,38 @@ def make_optimizer(model: NRCModel, lr: float) -> torch.optim.Adam:
 TRAIN_MIN_TRANSMITTANCE = 1e-3
 
 
-def training_loss(model: NRCModel, scene: int, rays: tuple, config: NRCConfig, generator: torch.Generator):
-    """(total loss, photometric mse, {"evaluated", "coloured"}: the fractions of the batch's
-    samples whose density / colour the field computed) for a batch of (origins, directions, rgb)."""
-    origins, directions, target = rays
+def training_loss(model: NRCModel, batches: list[tuple], config: NRCConfig, generator: torch.Generator):
+    """(total loss, photometric mse, {"evaluated", "coloured", "usage"}) for one ray batch
+    (origins, directions, rgb) per scene: every scene weighs the same in the loss and in the
+    codes' usage (the mean of the scenes' shares), so a code one scene needs is not closed
+    because another scene has more surface. "usage" is (S, K): each scene's share per code."""
     t = config.train
     outputs = ("rgb", "codes", "distortion") if t.distortion else ("rgb", "codes")
-    out = render_rays(model, scene, origins, directions, stratified=True, generator=generator, outputs=outputs,
-                      min_transmittance=TRAIN_MIN_TRANSMITTANCE)
-    mse = torch.mean((out["rgb"].float() - target) ** 2)
-    usage = out["codes"].detach().sum(0)
-    usage = usage / usage.sum().clamp_min(1e-9)
-    loss = (mse + t.codebook_loss * out["vq_loss"][0] + t.commitment * out["vq_loss"][1]
-            + t.gate_penalty * model.codebook.gate_cost(usage, t.code_min_share))
-    if t.distortion:
-        loss = loss + t.distortion * out["distortion"].mean()
-    total = len(origins) * config.sampler.n_samples
-    return loss, mse, {"evaluated": out["n_evaluated"] / total, "coloured": out["n_coloured"] / total}
+    terms, mses, usage, evaluated, coloured, total = [], [], [], 0, 0, 0
+    for scene, (origins, directions, target) in enumerate(batches):
+        out = render_rays(model, scene, origins, directions, stratified=True, generator=generator, outputs=outputs,
+                          min_transmittance=TRAIN_MIN_TRANSMITTANCE)
+        mse = torch.mean((out["rgb"].float() - target) ** 2)
+        loss = (mse + t.codebook_loss * out["vq_loss"][0] + t.commitment * out["vq_loss"][1]
+                + t.variation_penalty * out["variation_cost"])
+        if t.distortion:
+            loss = loss + t.distortion * out["distortion"].mean()
+        terms.append(loss)
+        mses.append(mse)
+        share = out["codes"].detach().sum(0)
+        usage.append(share / share.sum().clamp_min(1e-9))
+        evaluated, coloured = evaluated + out["n_evaluated"], coloured + out["n_coloured"]
+        total += len(origins) * config.sampler.n_samples
+    usage = torch.stack(usage)
+    loss = torch.stack(terms).mean() + t.gate_penalty * model.codebook.gate_cost(usage.mean(0), t.code_min_share)
+    return loss, torch.stack(mses).mean(), {"evaluated": evaluated / total, "coloured": coloured / total,
+                                            "usage": usage}
+
+
+def scene_batches(banks: list[RayBank], n_rays: int, generator: torch.Generator) -> list[tuple]:
+    """A ray batch per scene, ``n_rays`` split evenly (scene-balanced, whatever the scenes' sizes)."""
+    share = max(1, n_rays // len(banks))
+    return [bank.sample(share, generator) for bank in banks]
 
 
 FINAL_OCCUPANCY_PASSES = 4
@@ -129,22 +146,64 @@ def estimate_occupancy_pass(model: NRCModel, config: NRCConfig, device, probe: i
 
 
 @torch.no_grad()
-def restart_dead_codes(model: NRCModel, scene: int, bank: RayBank, config: NRCConfig, step: int, device) -> int:
-    """Re-seed codes that (almost) no surface uses with features of surface points of a ray batch."""
+def restart_dead_codes(model: NRCModel, banks: list[RayBank], config: NRCConfig, step: int, device) -> int:
+    """Re-seed codes that (almost) no surface of any scene uses onto surface features drawn from
+    every scene (usage: the mean of the scenes' shares, as in the loss)."""
     t = config.train
     if step == 0 or step % t.code_restart_every or step > t.code_restart_until * t.steps:
         return 0
     gen = step_generator(t.seed + 13, step, device)
-    origins, directions, _ = bank.sample(min(t.batch_rays, 4096), gen)
+    features, usage = [], []
     model.eval()
-    with autocast_for(device, t.mixed_precision):
-        out = render_rays(model, scene, origins, directions, outputs=("depth", "codes"))
-        encoder = model.encoders[scene]
-        surface = encoder.normalise(origins + directions * out["depth"][:, None].float())
-        features = encoder(surface).float()
+    for scene, (origins, directions, _) in enumerate(scene_batches(banks, min(t.batch_rays, 4096), gen)):
+        with autocast_for(device, t.mixed_precision):
+            out = render_rays(model, scene, origins, directions, outputs=("depth", "codes"))
+            encoder = model.encoders[scene]
+            surface = encoder.normalise(origins + directions * out["depth"][:, None].float())
+            features.append(encoder(surface).float())
+        share = out["codes"].float().sum(0)
+        usage.append(share / share.sum().clamp_min(1e-9))
     model.train()
-    usage = out["codes"].float().sum(0) / out["codes"].float().sum().clamp_min(1e-9)
-    return model.codebook.restart_dead_codes(features, usage, gen)
+    return model.codebook.restart_dead_codes(torch.cat(features), torch.stack(usage).mean(0), gen)
+
+
+@torch.no_grad()
+def prune_codes(model: NRCModel, banks: list[RayBank], config: NRCConfig, step: int, device) -> int | None:
+    """After the restarts, every ``code_restart_every`` steps: of the open codes, close for good
+    the one whose closing raises the photometric MSE of a fixed ray batch (every scene) the
+    least, if by less than ``code_prune_tolerance`` (relative), so the number of codes is what
+    the scenes need: a code that duplicates another, or that the variation can stand in for,
+    goes. (Trying only the least-used code missed them: a rare code is often a needed one.)
+    Returns the closed code, or None."""
+    t = config.train
+    book = model.codebook
+    if (not t.code_prune_tolerance or step % t.code_restart_every or step <= t.code_restart_until * t.steps
+            or int(book.active().sum()) <= 1):
+        return None
+    batches = scene_batches(banks, min(t.batch_rays, 1024), step_generator(t.seed + 17, step, device))
+    model.eval()
+    before = _batch_error(model, batches, config, device)
+    rises = {}
+    for k in book.active().nonzero(as_tuple=True)[0].tolist():
+        book.closed[k] = True
+        rises[k] = _batch_error(model, batches, config, device) / max(before, 1e-12) - 1
+        book.closed[k] = False
+    model.train()
+    k = min(rises, key=rises.get)
+    if rises[k] >= t.code_prune_tolerance:
+        return None
+    book.closed[k] = True
+    return k
+
+
+def _batch_error(model: NRCModel, batches: list[tuple], config: NRCConfig, device) -> float:
+    """Mean over scenes of the photometric MSE of one ray batch per scene."""
+    errors = []
+    for scene, (origins, directions, target) in enumerate(batches):
+        with autocast_for(device, config.train.mixed_precision):
+            out = render_rays(model, scene, origins, directions)
+        errors.append(torch.mean((out["rgb"].float() - target) ** 2))
+    return float(torch.stack(errors).mean())
 
 
 def prepare_run(scene_paths: list[str | Path], run_dir: Path, config: NRCConfig,
@@ -157,16 +216,20 @@ def prepare_run(scene_paths: list[str | Path], run_dir: Path, config: NRCConfig,
     t = config.train
     scenes = [load_scene_data(p, t.image_height, t.holdout_every, part="train") for p in scene_paths]
     config.scenes = [auto_scene_frame(d, scene_radius, scene_center) for d in scenes]
+    for frame in config.scenes:  # absolute: a run is evaluated, rendered and viewed from anywhere
+        frame.source = str(Path(frame.source).resolve())
     if (run_dir / ckpt.CONFIG_NAME).exists():
         existing = ckpt.read_config(run_dir)
         ours, theirs = config.to_dict(), existing.to_dict()
         for key in ("steps", "seconds"):  # the schedule's length may change between a run and its resumption
             ours["train"].pop(key), theirs["train"].pop(key)
+        for frame in theirs["scenes"]:  # runs made before sources were absolute: relative to the fit's cwd
+            frame["source"] = str(Path(frame["source"]).resolve())
         if ours != theirs:
             diff = ckpt.first_difference(theirs, ours) or "scenes differ"
             raise OdinError(f"run was made with another config ({diff.replace('checkpoint', 'run')}); "
                             "choose a new --out", run_dir / ckpt.CONFIG_NAME)
-    elif run_dir.exists() and any(run_dir.iterdir()):
+    elif contents(run_dir):
         raise OdinError("exists, is not empty and is not an NRC run; choose a new --out", run_dir)
     return config, scenes
 
@@ -175,17 +238,28 @@ def _history_entry(model: NRCModel, step: int, loss: float, window_mse: list[flo
                    rays: int, seconds: float, elapsed: float) -> dict:
     """One log line: means over the steps since the last one; ``seconds``: the fit's clock."""
     mse = float(np.mean(window_mse))
+    usage = torch.stack([w["usage"] for w in window_work]).mean(0)  # (scenes, K) over the window
     return {"step": step, "loss": loss, "mse": mse, "psnr": psnr_from_mse(mse),
             "active_codes": int(model.codebook.active().sum()),
+            "codes_per_scene": [int((u >= model.config.train.code_min_share).sum()) for u in usage],
             "occupied": model.encoders[0].occupancy.occupied_fraction(), "rays_per_s": rays / max(seconds, 1e-9),
             "evaluated": float(np.mean([w["evaluated"] for w in window_work])),
             "coloured": float(np.mean([w["coloured"] for w in window_work])), "seconds": elapsed}
 
 
-def fit(scene_paths: list[str | Path], run_dir: str | Path, config: NRCConfig, *, device: str = "cpu",
-        scene_radius: float | None = None, scene_center: tuple[float, float, float] | None = None,
-        progress: bool = True, max_seconds: float | None = None, stop_after: int | None = None,
-        backend: str = "auto", on_log=None) -> FitResult:
+def fit(scene_paths: list[str | Path], run_dir: str | Path, config: NRCConfig, **options) -> FitResult:
+    """Train (or resume) the run in ``run_dir`` (options: see :func:`_fit`) holding its lock
+    (ingest.runlock: a second fit of the same run is refused, a killed one's temporaries are
+    removed), deterministically on CPU (see :func:`deterministic_on_cpu`)."""
+    with run_lock(run_dir, "NRC run", inputs=scene_paths, clean=("", "previews")), \
+            deterministic_on_cpu(options.get("device", "cpu")):
+        return _fit(scene_paths, run_dir, config, **options)
+
+
+def _fit(scene_paths: list[str | Path], run_dir: str | Path, config: NRCConfig, *, device: str = "cpu",
+         scene_radius: float | None = None, scene_center: tuple[float, float, float] | None = None,
+         progress: bool = True, max_seconds: float | None = None, stop_after: int | None = None,
+         backend: str = "auto", on_log=None) -> FitResult:
     """Train (or resume) the run in ``run_dir``. ``max_seconds`` (default: the config's
     ``train.seconds``) bounds the wall time of the whole call, loading and the final save
     included; ``stop_after`` stops after that many steps of this call without a final save
@@ -252,11 +326,11 @@ def fit(scene_paths: list[str | Path], run_dir: str | Path, config: NRCConfig, *
         if "occupancy_pass" in periodic(step + 1):
             budget.timed("occupancy_pass", update_occupancy, model, config, step, device)
         step_start = time.perf_counter()
-        scene = step % model.n_scenes
-        restart_dead_codes(model, scene, banks[scene], config, step, device)
+        restart_dead_codes(model, banks, config, step, device)
+        prune_codes(model, banks, config, step, device)
         gen = step_generator(t.seed, step, device)
         with autocast_for(device, t.mixed_precision):
-            loss, mse, work = training_loss(model, scene, banks[scene].sample(t.batch_rays, gen), config, gen)
+            loss, mse, work = training_loss(model, scene_batches(banks, t.batch_rays, gen), config, gen)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -21,8 +21,10 @@ def render_camera_path(run_dir: str | Path, camera_path: str | Path, out: str | 
     from nrc.checkpoint import load_run, read_config
     from nrc.plots import colorize_depth, colorize_labels
 
-    scenes = read_config(run_dir).scenes  # nerfstudio's paths are in the scene's dataparser frame, when it has one
-    path = load_camera_path(camera_path, scene=scenes[scene].source if 0 <= scene < len(scenes) else None)
+    config = read_config(run_dir)
+    config.check_scene(scene)
+    # nerfstudio's paths are in the scene's dataparser frame, when it has one
+    path = load_camera_path(camera_path, scene=config.scenes[scene].source)
     if path.width % 2 or path.height % 2:
         raise OdinError(f"render size must be even for H.264, got {path.width}x{path.height}", camera_path)
     if path.camera_type == "equirectangular" and path.width != 2 * path.height:

@@ -120,7 +120,7 @@ def test_bad_scenes_give_one_line_errors(tiny_world, tmp_path):
     transforms.parent.mkdir()
     transforms.write_text(json.dumps({"camera_model": "EQUIRECTANGULAR", "frames": [
         {"file_path": "images/none.png", "transform_matrix": np.eye(4).tolist(), "w": 64, "h": 32}]}))
-    with pytest.raises(OdinError, match="no usable frames"):
+    with pytest.raises(OdinError, match="none of its 1 images exist"):
         load_scene_data(transforms.parent)
     (tmp_path / "empty").mkdir()
     with pytest.raises(OdinError, match="empty: not a scene"):

@@ -142,7 +142,7 @@ def test_cli_synth_and_bad_flags(tmp_path, capsys):
     assert main(["synth", "--out", str(out), "--seconds", "0.4", "--fps", "5", "--width", "64"]) == 0
     assert SyntheticWorld(out).poses.shape == (2, 4, 4)
     assert main(["synth", "--out", str(out), "--width", "66"]) == 2
-    assert "--width must be a multiple of 4" in capsys.readouterr().err
+    assert "--width: must be a multiple of 4" in capsys.readouterr().err
     assert main(["synth", "--out", str(out), "--seconds", "1", "--fps", "5", "--width", "64"]) == 2
     assert "different synthetic world" in capsys.readouterr().err
     with pytest.raises(Exception, match="not a synthetic world"):

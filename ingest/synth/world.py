@@ -22,16 +22,16 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ingest.atomic import atomic_write_json
+from ingest.atomic import atomic_write_json, temp_dir
 from ingest.errors import OdinError
 from ingest.media import write_mp4
 from ingest.synth.camera_path import CameraPathConfig, camera_to_world
+from ingest.synth.family import family_room
 from ingest.synth.render import Render, render_equirect
 from ingest.synth.scene import Primitive, Scene, make_scene, rig_box, rotated_room_textures
 
@@ -49,14 +49,21 @@ class SynthConfig:
     crf: int = 16
     keyframe_seconds: float = 2.0  # GOP length, like typical uploaded 360° video
     path: CameraPathConfig = field(default_factory=CameraPathConfig)
+    # A room of a family that reuses object types (see ingest.synth.family): object ids are type ids.
+    n_types: int | None = None
+    room: int = 0
 
     def __post_init__(self):
         if self.width < 16 or self.width % 4:
-            raise OdinError(f"--width must be a multiple of 4 and >= 16, got {self.width}")
-        if self.seconds <= 0 or self.fps <= 0:
-            raise OdinError(f"--seconds and --fps must be positive, got {self.seconds}, {self.fps}")
+            raise OdinError(f"must be a multiple of 4 and >= 16, got {self.width}", "--width")
+        for flag, value in (("--seconds", self.seconds), ("--fps", self.fps)):
+            if not value > 0 or not math.isfinite(value):
+                raise OdinError(f"must be a positive number, got {value}", flag)
         if self.cut_at is not None and not (0 < self.cut_at < self.seconds):
-            raise OdinError(f"--cut-at must lie inside the clip (0, {self.seconds}) s, got {self.cut_at}")
+            raise OdinError(f"must lie inside the clip (0, {self.seconds}) s, got {self.cut_at}", "--cut-at")
+        if self.n_types is not None and (self.cut_at is not None or self.moving_object):
+            # Ids are type ids in a family: a second room or an extra moving object would break that.
+            raise OdinError("a family room takes neither --cut-at nor --moving-object", "--types")
 
     @property
     def height(self) -> int:
@@ -71,7 +78,12 @@ class SynthConfig:
 
     def scenes(self) -> list[Scene]:
         """The room of each shot (one, or two with a cut)."""
-        first = make_scene(self.seed, self.n_objects, self.moving_object)
+        if self.n_types is not None:
+            # Objects stay clear of the camera's loop.
+            keep_out = max(self.path.radius_x, self.path.radius_z) + 0.4
+            first = family_room(self.seed, self.room, self.n_types, self.n_objects, keep_out)
+        else:
+            first = make_scene(self.seed, self.n_objects, self.moving_object)
         scenes = [first]
         if self.cut_at is not None:
             second = make_scene(self.seed + 1, self.n_objects, self.moving_object)
@@ -83,7 +95,7 @@ class SynthConfig:
 
     def pose(self, time: float) -> np.ndarray:
         """Camera-to-world at ``time``: each shot follows its own path (seed + shot) in its own room."""
-        return camera_to_world(time, self.path, self.seed + self.shot_at(time))
+        return camera_to_world(time, self.path, self.seed + self.shot_at(time) + 1009 * self.room)
 
     @classmethod
     def from_dict(cls, d: dict) -> "SynthConfig":
@@ -189,7 +201,7 @@ def generate(out_dir: str | Path, config: SynthConfig | None = None, progress: b
 
     scenes = config.scenes()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp = temp_dir(out_dir.parent, f".{out_dir.name}.")  # the umask's mode, not mkdtemp's 0700
     try:
         (tmp / "gt").mkdir()
         (tmp / "meshes").mkdir()
@@ -224,3 +236,16 @@ def generate(out_dir: str | Path, config: SynthConfig | None = None, progress: b
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return SyntheticWorld(out_dir)
+
+
+def generate_family(out_dir: str | Path, config: SynthConfig, n_rooms: int, progress: bool = True,
+                    overwrite: bool = False) -> list[SyntheticWorld]:
+    """``n_rooms`` rooms of the family ``config.seed`` with ``config.n_types`` object types, one
+    world each in ``out_dir/room_<k>`` (each generated atomically, as :func:`generate`)."""
+    from dataclasses import replace
+
+    if config.n_types is None:
+        raise OdinError("a family needs a number of object types", "--types")
+    if n_rooms < 1:
+        raise OdinError(f"must be >= 1, got {n_rooms}", "--rooms")
+    return [generate(Path(out_dir) / f"room_{k}", replace(config, room=k), progress, overwrite) for k in range(n_rooms)]
