@@ -30,7 +30,7 @@ import numpy as np
 
 from correspondence.evaluate import trajectory_errors
 from correspondence.reconstruct import ReconstructConfig, reconstruct_video, select_shot, subsample
-from correspondence.sfm import SfmConfig, reprojection_errors
+from correspondence.sfm import SfmConfig, points_seen_per_frame, reprojection_errors
 from correspondence.sfm_report import path_speeds, write_trajectory_png
 from ingest import conventions as cv
 from ingest.errors import OdinError
@@ -103,8 +103,10 @@ def run_panorama(frames: list, source, work: Path):
         c2w = {}
         models = sorted((work / "out" / "sparse_equirectangular").glob("*"))
         best = max((pycolmap.Reconstruction(m) for m in models), key=lambda r: r.num_reg_images(), default=None)
+        # The rule ours is held to: a posed frame counts only when it sees enough triangulated points.
+        seen = points_seen_per_frame(best, {im.name: im.name for im in best.images.values()}) if best else {}
         for image in (best.images.values() if best else []):
-            if image.has_pose:
+            if image.has_pose and seen.get(image.name, 0) >= SfmConfig.min_frame_points:
                 c2w[frames[int(Path(image.name).stem)].frame_id] = cv.invert_pose(
                     np.asarray(image.cam_from_world().matrix(), np.float64))
         errors = list(reprojection_errors(best).values()) if best else []  # the measure ours reports

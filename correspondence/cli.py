@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ingest import argcheck as ac
+
 
 def _add_mine(subparsers) -> None:
     p = subparsers.add_parser("mine", help="mine training pairs with relative poses from an ingested dataset",
@@ -10,13 +12,13 @@ def _add_mine(subparsers) -> None:
                                           "pick perspective views and write PAIRS (pairs.parquet + WebDataset shards). "
                                           "Resumable per video.")
     p.add_argument("dataset", help="ingested dataset folder (`odin ingest` output)")
-    p.add_argument("--out", help="PAIRS folder (default: DATASET/pairs)")
-    p.add_argument("--window", type=int, default=20, help="kept frames compared with each frame")
-    p.add_argument("--analysis-width", type=int, default=1024, help="equirect width used for features")
+    p.add_argument("--out", type=ac.out_dir, help="PAIRS folder (default: DATASET/pairs)")
+    p.add_argument("--window", type=ac.positive_int, default=20, help="kept frames compared with each frame")
+    p.add_argument("--analysis-width", type=ac.int_at_least(16), default=1024, help="equirect width used for features")
     p.add_argument("--refine-views", action="store_true", help="re-aim views at the shared inliers instead of the grid")
     p.add_argument("--no-long-range", action="store_true", help="skip correspondence propagation beyond the window")
     p.add_argument("--estimator", choices=["pycolmap", "reference"], default="pycolmap")
-    p.add_argument("--workers", type=int, default=1, help="videos mined in parallel processes")
+    p.add_argument("--workers", type=ac.positive_int, default=1, help="videos mined in parallel processes")
     p.add_argument("--ray", metavar="ADDRESS", help="run videos as Ray tasks on a cluster (address, 'auto', or "
                    "'local' for a local Ray with --workers CPUs); --out must be on storage every node sees")
     p.set_defaults(func=_run_mine)
@@ -26,10 +28,7 @@ def _run_mine(args) -> int:
     from correspondence.mine import MineConfig
     from correspondence.parallel import mine_dataset
     from correspondence.twoview import TwoViewConfig
-    from ingest.errors import OdinError
 
-    if args.window < 1 or args.workers < 1:
-        raise OdinError(f"--window and --workers must be >= 1, got {args.window}, {args.workers}")
     out = Path(args.out) if args.out else Path(args.dataset) / "pairs"
     config = MineConfig(window=args.window, analysis_width=args.analysis_width, refine_views=args.refine_views,
                         long_range=not args.no_long_range, twoview=TwoViewConfig(estimator=args.estimator))
@@ -50,45 +49,44 @@ def _add_reconstruct(subparsers) -> None:
                                           "report.json (every frame: registered or why not) and trajectory.png.")
     p.add_argument("dataset", help="ingested dataset folder")
     p.add_argument("--video", required=True, help="video id inside the dataset")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--max-frames", type=int, default=200, help="evenly subsample the shot's frames to at most this many")
+    p.add_argument("--out", required=True, type=ac.out_dir, help="output folder")
+    p.add_argument("--max-frames", type=ac.int_at_least(2), default=200, help="evenly subsample the shot's frames to at most this many")
     p.add_argument("--route", choices=["rig", "equirect"], default=SfmConfig.route,
                    help="rig: virtual pinhole cameras as one COLMAP rig per frame; equirect: native 360° camera")
     p.add_argument("--mapper", choices=["incremental", "global"], default=SfmConfig.mapper,
                    help="global (GLOMAP: rotation averaging, then positions) or incremental COLMAP")
-    p.add_argument("--shot", type=int, help="which shot to pose (default: the longest)")
+    p.add_argument("--shot", type=ac.nonneg_int, help="which shot to pose (default: the longest)")
     p.add_argument("--mask", metavar="PNG", help="rig mask for every frame (white = moves with the camera); "
                    "default: the mask ingest detected")
     p.add_argument("--pairs", metavar="PAIRS", help="`odin mine` output whose verified pairs seed matching "
                    "(default: DATASET/pairs when it exists)")
     p.add_argument("--no-mined-pairs", action="store_true", help="match temporal neighbours only")
-    p.add_argument("--overlap", type=int, default=SfmConfig.sequential_overlap,
+    p.add_argument("--overlap", type=ac.positive_int, default=SfmConfig.sequential_overlap,
                    help="temporal neighbours matched with each frame")
     p.set_defaults(func=_run_reconstruct)
 
 
 def _run_reconstruct(args) -> int:
     from correspondence.parallel import open_dataset
-    from correspondence.reconstruct import ReconstructConfig, reconstruct_video
+    from correspondence.reconstruct import ReconstructConfig, already_done, reconstruct_settings, reconstruct_video
     from correspondence.sfm import SfmConfig
     from ingest.errors import OdinError
     from ingest.rigmask import load_mask_file
 
-    if args.max_frames < 2:
-        raise OdinError(f"--max-frames must be >= 2, got {args.max_frames}")
-    if (Path(args.out) / "transforms.json").exists():
-        print(f"{args.out}: already reconstructed (transforms.json exists); remove it to redo")
-        return 0
+    mask = load_mask_file(args.mask) if args.mask else None  # a bad file is refused before any work
     source = open_dataset(args.dataset)
     if args.video not in source.video_ids():
         raise OdinError(f"no video {args.video!r} in the dataset (it has: {', '.join(source.video_ids()) or 'none'})",
                         args.dataset)
-    mask = load_mask_file(args.mask) if args.mask else None
     pairs = Path(args.pairs) if args.pairs else Path(args.dataset) / "pairs"
+    pairs = pairs if pairs.is_dir() else None
     config = ReconstructConfig(max_frames=args.max_frames, shot=args.shot, use_mined_pairs=not args.no_mined_pairs,
                                sfm=SfmConfig(route=args.route, mapper=args.mapper, sequential_overlap=args.overlap))
-    result = reconstruct_video(source, args.video, args.out, config, pairs_dir=pairs if pairs.is_dir() else None,
-                               user_mask=mask)
+    if already_done(args.out, reconstruct_settings(args.video, config, pairs, mask)):
+        print(f"{args.out}: already reconstructed with these settings (transforms.json exists); remove it to redo")
+        return 0
+    result = reconstruct_video(source, args.video, args.out, config, pairs_dir=pairs, user_mask=mask,
+                               inputs=[args.dataset] + ([pairs] if pairs else []))
     print(result.line())
     return 0
 
@@ -105,7 +103,8 @@ def _add_import(subparsers) -> None:
                                           "give OUT is written (camera paths for OUT are written in that frame).")
     p.add_argument("source", help="transforms.json, cameras.npz, a COLMAP model folder (or cameras.bin/.txt), or a "
                                   "folder holding any of them (sparse/0 too), or an LLFF folder")
-    p.add_argument("--out", required=True, help="output folder for transforms.json (not the source's folder)")
+    p.add_argument("--out", required=True, type=ac.out_dir,
+                   help="output folder for transforms.json (not the source's folder)")
     p.add_argument("--images", help="image folder of a COLMAP model (default: images/ beside the model or above it)")
     p.set_defaults(func=_run_import)
 
@@ -121,8 +120,6 @@ def _run_import(args) -> int:
     if out.resolve() == src_dir.resolve():
         raise OdinError("--out is the source's folder; import-poses never rewrites its input, choose another folder",
                         args.out)
-    if out.exists() and not out.is_dir():
-        raise OdinError("--out exists and is not a folder", args.out)
     scene = load_any(source, images_dir=args.images)
     path = write_transforms(scene, out / "transforms.json")
     frame = carry_dataparser(src_dir, scene, out)

@@ -71,6 +71,12 @@ class MineConfig:
     val_fraction: float = 0.05  # whole videos go to "val" (no leakage between neighbouring frames)
     feature_cache: int = 64  # frames whose features stay in memory
 
+    def identity(self) -> dict:
+        """The settings that decide which pairs a video gives (a resumed run must use the same)."""
+        d = dataclasses.asdict(self)
+        d.pop("feature_cache")
+        return d
+
     @classmethod
     def from_dict(cls, d: dict) -> "MineConfig":
         from correspondence.essential import RansacConfig
@@ -190,6 +196,8 @@ def mine_video(source: FrameSource, video_id: str, pairs_dir: str | Path, config
     from correspondence.propagate import PairGraph, propose_long_range
 
     start = time.perf_counter()
+    if hasattr(source, "check_shards"):  # a truncated copy is refused before any pair is written
+        source.check_shards(video_id)
     frames = list(source.frames(video_id))
     summary = VideoSummary(video_id=video_id, frames=len(frames))
     writer = PairsWriter(pairs_dir)

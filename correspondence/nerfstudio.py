@@ -14,7 +14,6 @@ paths are converted on read and on write, and the paths we write say which frame
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from correspondence.imports_dataparser import DATAPARSER_NAME, Dataparser, find_
 from ingest import conventions as cv
 from ingest.atomic import atomic_path, atomic_write_json
 from ingest.errors import OdinError
+from ingest.errors import read_json_object as _read_json  # also used by imports_dataparser
 
 log = logging.getLogger(__name__)
 
@@ -68,24 +68,6 @@ class PosedScene:
     @property
     def centers(self) -> np.ndarray:
         return np.stack([f.c2w[:3, 3] for f in self.frames])
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise OdinError("file not found", path) from None
-    except IsADirectoryError:
-        raise OdinError("is a folder, expected a JSON file", path) from None
-    try:
-        meta = json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise OdinError("not a JSON file (binary content)", path) from None
-    except json.JSONDecodeError as e:
-        raise OdinError(f"invalid JSON ({e.msg} at line {e.lineno})", path) from None
-    if not isinstance(meta, dict):
-        raise OdinError(f"expected a JSON object, got a {type(meta).__name__}", path)
-    return meta
 
 
 def _image_size(path: Path) -> tuple[int, int]:
@@ -132,7 +114,7 @@ def load_transforms(path: str | Path) -> PosedScene:
     meta = _read_json(path)
     if not isinstance(meta.get("frames"), list):
         raise OdinError("no 'frames' list: not a transforms.json", path)
-    frames = []
+    frames, missing = [], []
     for i, fr in enumerate(meta["frames"]):
         if not isinstance(fr, dict) or not isinstance(fr.get("file_path"), str):
             raise OdinError(f"frame {i} has no file_path", path)
@@ -140,12 +122,17 @@ def load_transforms(path: str | Path) -> PosedScene:
         if not image.suffix and not image.exists():  # instant-ngp often omits ".png"
             image = image.with_suffix(".png")
         if not image.exists():
-            log.warning("%s: frame %d image %s is missing; skipped", path, i, image)
+            missing.append(image)
             continue
         try:
             frames.append(_transforms_frame(fr, meta, image, i, path))
         except (TypeError, ValueError) as e:  # a string or ragged list where numbers belong
             raise OdinError(f"frame {i}: malformed camera ({e})", path) from None
+    if missing:  # one line however many are gone: a moved image folder loses them all
+        if not frames:
+            raise OdinError(f"none of its {len(missing)} images exist (first: {missing[0]})", path)
+        log.warning("%s: %d of %d images are missing (first: %s); those frames are skipped", path, len(missing),
+                    len(meta["frames"]), missing[0])
     aabb = meta.get("odin_aabb")
     extra = {k: meta[k] for k in ("applied_transform", "applied_scale") if k in meta}
     extra["nerfstudio"] = _passed_through(meta, _READ_KEYS | _SCENE_KEYS, path.parent)
@@ -329,12 +316,22 @@ def load_camera_path(path: str | Path, scene: str | Path | None = None,
             if m.size not in (12, 16) or not np.all(np.isfinite(m)):
                 raise OdinError(f"camera {i}: camera_to_world must be 12 or 16 finite numbers", path)
             m = m.reshape(-1, 4)
-            c2ws.append(cv.opencv_from_opengl_c2w(m) if dp is None else dp.from_dataparser(m))
+            c2w = cv.opencv_from_opengl_c2w(m) if dp is None else dp.from_dataparser(m)
+            if not cv.is_rotation(c2w[:3, :3], atol=1e-3):  # a scaled or sheared pose renders a distorted world
+                raise OdinError(f"camera {i}: camera_to_world is not a rotation and a translation", path)
             fovs.append(float(cam.get("fov", 50.0)))
-        return CameraPath(kind, int(meta.get("render_width", 512)), int(meta.get("render_height", 512)),
-                          float(meta.get("fps", 24)), c2ws, fovs)
+            if not 0 < fovs[-1] < 180:
+                raise OdinError(f"camera {i}: fov must be in (0, 180) degrees, got {fovs[-1]}", path)
+            c2ws.append(c2w)
+        width, height = int(meta.get("render_width", 512)), int(meta.get("render_height", 512))
+        fps = float(meta.get("fps", 24))
     except (TypeError, ValueError) as e:  # a string or ragged list where numbers belong
         raise OdinError(f"malformed camera path ({e})", path) from None
+    if not (0 < width <= 16384 and 0 < height <= 16384):
+        raise OdinError(f"render_width and render_height must be in [1, 16384], got {width}x{height}", path)
+    if not (math.isfinite(fps) and fps > 0):
+        raise OdinError(f"fps must be a positive number, got {fps}", path)
+    return CameraPath(kind, width, height, fps, c2ws, fovs)
 
 
 def _path_dataparser(meta: dict, path: Path, scene, dataparser: Dataparser | None) -> Dataparser | None:

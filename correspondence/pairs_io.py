@@ -3,6 +3,7 @@
 A PAIRS folder holds:
 
     pairs.parquet                   one row per pair (columns = the fields of :class:`PairRecord`)
+    mine_config.json                the settings the pairs were mined with (a re-run must match)
     parts/<video>.parquet           the rows of one finished video (the unit of resumable work)
     shards/<video>-%05d.tar         WebDataset samples keyed by pair_id: src.jpg, tgt.jpg,
                                     motion.png (optional, over the TARGET view, 255 = moving), json
@@ -27,6 +28,8 @@ from ingest import conventions as cv
 from ingest.atomic import atomic_path
 from ingest.errors import OdinError
 from ingest.shards import ShardWriter, decode_image, encode_image, iter_shard
+
+SETTINGS = "mine_config.json"
 
 
 @dataclass

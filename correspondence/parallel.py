@@ -6,12 +6,13 @@ already committed are skipped, which makes a restarted run resume where it stopp
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 from typing import Iterator
 
 from correspondence.mine import FrameSource, MineConfig, VideoSummary, mine_video
-from correspondence.pairs_io import consolidate, done_videos
+from correspondence.pairs_io import SETTINGS, consolidate, done_videos
 from ingest.errors import OdinError
 
 
@@ -43,11 +44,18 @@ def mine_dataset(dataset_path: str | Path, pairs_dir: str | Path, config: MineCo
     ``ray_address``: a Ray cluster address, ``"auto"``, or ``"local"`` (a local Ray with
     ``workers`` CPUs), as for ``odin ingest --ray``; otherwise ``workers`` > 1 uses processes.
     """
+    dataset_path, pairs_dir = str(dataset_path), str(pairs_dir)
+    dataset = open_dataset(dataset_path)  # a missing dataset is refused before any folder is made
+    with pairs_lock(pairs_dir, config, inputs=[dataset_path]):
+        if not ray_address and workers <= 1:
+            return _mine_source(dataset, pairs_dir, config, progress)
+        return _mine_jobs(dataset_path, pairs_dir, config, workers, ray_address, progress)
+
+
+def _mine_jobs(dataset_path: str, pairs_dir: str, config: MineConfig, workers: int, ray_address: str | None,
+               progress: bool) -> list[VideoSummary]:
     from tqdm import tqdm
 
-    dataset_path, pairs_dir = str(dataset_path), str(pairs_dir)
-    if not ray_address and workers <= 1:
-        return mine_source(open_dataset(dataset_path), pairs_dir, config, progress)
     todo = pending_videos(list(open_dataset(dataset_path).video_ids()), pairs_dir)
     jobs = [(dataset_path, v, pairs_dir, dataclasses.asdict(config)) for v in todo]
     run = _run_ray(jobs, ray_address, workers) if ray_address else _run_processes(jobs, workers)
@@ -82,6 +90,23 @@ def _run_ray(jobs: list[tuple], address: str, workers: int) -> Iterator[dict]:
 def mine_source(source: FrameSource, pairs_dir: str | Path, config: MineConfig = MineConfig(),
                 progress: bool = True) -> list[VideoSummary]:
     """In-process mining of every unfinished video of any frame source, then consolidation."""
+    with pairs_lock(pairs_dir, config):
+        return _mine_source(source, pairs_dir, config, progress)
+
+
+@contextlib.contextmanager
+def pairs_lock(pairs_dir: str | Path, config: MineConfig, inputs=()):
+    """Hold the pairs folder's write lock (ingest.runlock) and check its settings: videos mined
+    with other settings are never kept as if they were this run's (a re-run used to report
+    "0 new pairs" and keep them)."""
+    from ingest.runlock import claim_settings, run_lock
+
+    with run_lock(pairs_dir, "pairs folder", inputs=inputs, clean=("", "parts", "shards", "summaries")):
+        claim_settings(pairs_dir, SETTINGS, config.identity(), "pairs folder")
+        yield
+
+
+def _mine_source(source: FrameSource, pairs_dir: str | Path, config: MineConfig, progress: bool) -> list[VideoSummary]:
     from tqdm import tqdm
 
     todo = pending_videos(list(source.video_ids()), pairs_dir)

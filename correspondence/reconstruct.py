@@ -7,8 +7,9 @@ our convention exactly: ``cam_from_world`` is our ``w2c``, OpenCV axes, pixel ce
 
 Output (in OUT): ``views/`` (perspective crops of the registered frames), ``transforms.json``
 (those views, as nerfstudio wants), ``points.ply`` (sparse points), ``report.json`` (every
-frame: registered or not and why, reprojection error) and ``trajectory.png`` (top-down camera
-path, unregistered frames marked). SfM scale is arbitrary.
+frame: registered or not and why, reprojection error), ``trajectory.png`` (top-down camera
+path, unregistered frames marked) and ``reconstruct_config.json`` (the settings; a re-run with
+others is refused). SfM scale is arbitrary.
 """
 from __future__ import annotations
 
@@ -29,11 +30,17 @@ from ingest import conventions as cv
 from ingest.atomic import atomic_write_json
 from ingest.errors import OdinError
 from ingest.rigmask import resize_mask
+from ingest.runlock import changed_keys, run_lock
 from ingest.views import ViewsConfig, extract_views
 
 # Mining outcomes whose two-view geometry was verified (a rejection for too little baseline is
 # still a good match for SfM, which sees the pair among many).
 VERIFIED = ("accepted", "low_parallax", "no_covisible_views", "disagrees_with_graph")
+# A shot is static when under 5% of at least 5 verified frame pairs had parallax. Mined at 4 fps: the
+# static waterfall 0 of 228, the geyser 0 of 60; the dragster, stationary for its first seconds, 26 of
+# 210 (12%); the car 15 of 16; the drone 280 of 345.
+MIN_STATIC_EVIDENCE, STATIC_ACCEPTED_FRACTION = 5, 0.05
+SETTINGS = "reconstruct_config.json"
 
 
 @dataclass(frozen=True)
@@ -93,21 +100,23 @@ def rig_of(source: FrameSource, video_id: str, user_mask: np.ndarray | None) -> 
 
 
 def mined_seeds(pairs_dir: Path | None, video_id: str, frames: list, source: FrameSource
-                ) -> tuple[set[tuple[int, int]], dict[tuple[int, int], np.ndarray]]:
-    """Frame pairs mining verified (positions in ``frames``) and, for its kept pairs, R_b_from_a of the frames."""
+                ) -> tuple[set[tuple[int, int]], dict[tuple[int, int], np.ndarray], dict[str, int]]:
+    """Frame pairs mining verified (positions in ``frames``), for its kept pairs R_b_from_a of the frames,
+    and how many of the shot's verified attempts ended in each status."""
     if pairs_dir is None or not (pairs_dir / "summaries").is_dir():
-        return set(), {}
+        return set(), {}, {}
     from correspondence.mine import load_summaries
     from correspondence.pairs_io import read_pairs_table
 
     position = {f.index: k for k, f in enumerate(frames)}
-    seeds = set()
+    seeds, statuses = set(), {}
     for summary in load_summaries(pairs_dir):
         if summary.video_id != video_id:
             continue
         for src, tgt, status, *_ in summary.attempts:
             if status in VERIFIED and src in position and tgt in position:
                 seeds.add((position[src], position[tgt]))
+                statuses[status] = statuses.get(status, 0) + 1
     rotations = {}
     by_frame = {f.frame_id: k for k, f in enumerate(frames)}
     if (pairs_dir / "pairs.parquet").exists():
@@ -122,7 +131,19 @@ def mined_seeds(pairs_dir: Path | None, video_id: str, frames: list, source: Fra
             R_b_from_a = R_b @ rec.rotation @ R_a.T  # frame b <- view b <- view a <- frame a
             key, R = ((a, b), R_b_from_a) if a < b else ((b, a), R_b_from_a.T)
             rotations[key] = R
-    return seeds, rotations
+    return seeds, rotations, statuses
+
+
+def refuse_static_shot(statuses: dict[str, int], video_id: str, shot: int, out: Path) -> None:
+    """A tripod or a camera that only turns: mining found the frames related by a rotation alone. The
+    global mapper would still "register" them, at invented positions (a static clip came out as a
+    zigzag through 12 frames), so say what the clip is instead."""
+    still, moved = statuses.get("low_parallax", 0), statuses.get("accepted", 0)
+    if still >= MIN_STATIC_EVIDENCE and moved < STATIC_ACCEPTED_FRACTION * (still + moved):
+        raise OdinError(f"the camera barely moves in video {video_id!r} shot {shot}: {still} of {still + moved} "
+                        "frame pairs mining verified differ by a rotation alone (a tripod, or a camera that only "
+                        "turns), so SfM cannot place its frames; pose a clip where the camera travels, or a "
+                        "sub-range where it does (--no-mined-pairs skips this check)", out)
 
 
 def _view_rotation(source: FrameSource, frame_id: str, view_id: str) -> np.ndarray | None:
@@ -132,18 +153,58 @@ def _view_rotation(source: FrameSource, frame_id: str, view_id: str) -> np.ndarr
     return None
 
 
+def reconstruct_settings(video_id: str, config: ReconstructConfig, pairs_dir: str | Path | None,
+                         user_mask: np.ndarray | None) -> dict:
+    """What a reconstruction depends on besides the dataset: recorded in OUT, compared on re-runs."""
+    import hashlib
+    from dataclasses import asdict
+
+    mask = None if user_mask is None else hashlib.sha1(np.ascontiguousarray(user_mask).tobytes()).hexdigest()
+    pairs = str(Path(pairs_dir).resolve()) if pairs_dir is not None and config.use_mined_pairs else None
+    return json.loads(json.dumps({"video_id": video_id, "config": asdict(config), "pairs": pairs, "mask_sha1": mask}))
+
+
+def already_done(out: str | Path, settings: dict) -> bool:
+    """True when OUT holds a finished reconstruction made with ``settings``; one that was made
+    with others is refused, never reported as this run's result."""
+    out = Path(out)
+    if not (out / "transforms.json").exists():
+        return False
+    try:
+        recorded = json.loads((out / SETTINGS).read_text())
+    except (OSError, json.JSONDecodeError):
+        recorded = {}
+    if recorded != settings:
+        changed = ", ".join(changed_keys(recorded, settings))
+        raise OdinError(f"holds a reconstruction made with other settings ({changed}); choose another --out, "
+                        "or delete its transforms.json to redo it here", out)
+    return True
+
+
 def reconstruct_video(source: FrameSource, video_id: str, out: str | Path,
                       config: ReconstructConfig = ReconstructConfig(), pairs_dir: str | Path | None = None,
-                      user_mask: np.ndarray | None = None, log=print) -> ReconstructResult:
-    out = Path(out)
+                      user_mask: np.ndarray | None = None, log=print, inputs=()) -> ReconstructResult:
+    """Pose ``video_id`` into ``out``, which is locked meanwhile (ingest.runlock); ``inputs``:
+    paths ``out`` must not be. A killed run leaves no transforms.json, so a re-run redoes it."""
+    settings = reconstruct_settings(video_id, config, pairs_dir, user_mask)
+    with run_lock(out, "reconstruction", inputs=inputs):
+        # The old result goes before the new settings are recorded: no kill can pair the two.
+        (Path(out) / "transforms.json").unlink(missing_ok=True)
+        atomic_write_json(Path(out) / SETTINGS, settings)
+        return _reconstruct(source, video_id, Path(out), config, pairs_dir, user_mask, log)
+
+
+def _reconstruct(source: FrameSource, video_id: str, out: Path, config: ReconstructConfig,
+                 pairs_dir: str | Path | None, user_mask: np.ndarray | None, log) -> ReconstructResult:
     start = time.perf_counter()
     shot, shot_frames = select_shot(source, video_id, config.shot)
     frames = subsample(shot_frames, config.max_frames)
     if len(frames) < 2:
         raise OdinError(f"video {video_id!r} shot {shot} has {len(frames)} kept frames; SfM needs at least 2", out)
     rig = rig_of(source, video_id, user_mask) if config.use_rig_mask else None
-    seeds, rotations = mined_seeds(Path(pairs_dir) if pairs_dir and config.use_mined_pairs else None, video_id, frames,
-                                   source)
+    seeds, rotations, statuses = mined_seeds(Path(pairs_dir) if pairs_dir and config.use_mined_pairs else None,
+                                             video_id, frames, source)
+    refuse_static_shot(statuses, video_id, shot, out)
     log(f"reconstruct: {video_id} shot {shot}: {len(frames)} frames, route {config.sfm.route}, "
         f"{len(seeds)} mined pairs, rig mask {'on' if rig is not None else 'off'} "
         f"({0.0 if rig is None else 100 * rig.mean():.1f}% of the panorama)")

@@ -48,6 +48,9 @@ class SfmConfig:
     # None: upsample (COLMAP's -1) only images under 512 px high; on a 1024x512 panorama upsampling cost
     # 2.6-4.5x the time for the same registration (README), while small images need it to find features.
     sift_first_octave: int | None = None
+    # A posed frame counts as registered only when it sees this many triangulated points: fewer cannot
+    # fix its position (a static clip "registered" 33/33 frames on 4 points before this rule).
+    min_frame_points: int = 10
     rig_pair_max_angle_deg: float = 75.0  # 90° cameras whose axes differ more share too little to match
     num_threads: int = -1
     seed: int = 0
@@ -72,6 +75,7 @@ class SfmResult:
     num_points: int
     seconds: dict[str, float] = field(default_factory=dict)
     elsewhere: set[int] = field(default_factory=set)  # frames registered only in a smaller, separate model
+    unsupported: dict[int, int] = field(default_factory=dict)  # frame -> 3D points seen, when too few to count
 
 
 def rig_specs(width: int, config: SfmConfig) -> list[ViewSpec]:
@@ -288,10 +292,14 @@ def reconstruct_frames(frames_bgr, names: list[str], work: Path, config: SfmConf
     c2w: dict[int, np.ndarray] = {}
     errors: dict[int, list[float]] = {}
     per_image_error = reprojection_errors(rec)
+    points_seen = points_seen_per_frame(rec, frame_of_image)
+    unsupported = {k: n for k, n in points_seen.items() if n < config.min_frame_points}
     for image in rec.images.values():
         if not image.has_pose:
             continue
         k = frame_of_image[image.name]
+        if k in unsupported:
+            continue
         c2w_image = cv.invert_pose(np.asarray(image.cam_from_world().matrix(), np.float64))
         if config.route == "rig":
             cam = int(image.name[3:5])
@@ -302,4 +310,17 @@ def reconstruct_frames(frames_bgr, names: list[str], work: Path, config: SfmConf
     ply = work / "points.ply"
     rec.export_PLY(str(ply))
     return SfmResult(c2w, {k: float(np.mean(v)) for k, v in errors.items()}, keypoints, verified,
-                     sorted(map(len, registered), reverse=True), ply, rec.num_points3D(), seconds, elsewhere)
+                     sorted(map(len, registered), reverse=True), ply, rec.num_points3D(), seconds, elsewhere,
+                     unsupported)
+
+
+def points_seen_per_frame(rec, frame_of_image: dict[str, int]) -> dict[int, int]:
+    """3D points each posed frame observes (all its cameras). The global mapper poses a frame from
+    rotation averaging alone, so a static or purely rotating camera gets every frame "registered"
+    with almost no triangulated points; such a pose says nothing about where the camera was."""
+    seen: dict[int, set[int]] = {}
+    for image in rec.images.values():
+        if image.has_pose:
+            ids = seen.setdefault(frame_of_image[image.name], set())
+            ids.update(p.point3D_id for p in image.points2D if p.has_point3D())
+    return {k: len(v) for k, v in seen.items()}

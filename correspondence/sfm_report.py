@@ -21,8 +21,14 @@ def frame_reason(k: int, result) -> str:
     partners = result.verified.get(k, set())
     if not partners:
         return "no verified match with any other frame (too little overlap, texture or baseline)"
+    if k in result.unsupported:
+        return (f"posed, but it sees only {result.unsupported[k]} triangulated points: too little parallax "
+                "to place it (did the camera move?)")
     if k in result.elsewhere:
         return "registered only in a separate, smaller model (the clip breaks into pieces here)"
+    if not result.c2w:
+        return ("matched other frames, but no 3D structure could be built from them (too little parallax: "
+                "did the camera move?)")
     if not partners & set(result.c2w):
         return "matched only frames that did not register either"
     return "matched registered frames but too few of its points could be placed (too little parallax)"

@@ -1,6 +1,7 @@
 """`odin ingest`: arguments and their translation into an IngestConfig run."""
 from __future__ import annotations
 
+from ingest import argcheck as ac
 from ingest.errors import OdinError
 
 _DESCRIPTION = """Turn 360° videos (files, folders, text lists of paths, or a 360-1M metadata Parquet with
@@ -12,7 +13,7 @@ def add_ingest_parser(subparsers) -> None:
     p = subparsers.add_parser("ingest", help="build a frames + views dataset from 360° videos",
                               description=_DESCRIPTION)
     p.add_argument("videos", nargs="*", metavar="VIDEO", help="video/image files, folders, or .txt lists of paths")
-    p.add_argument("--out", required=True, help="dataset folder (created; re-use it to resume)")
+    p.add_argument("--out", required=True, type=ac.out_dir, help="dataset folder (created; re-use it to resume)")
     p.add_argument("--from-list", metavar="PARQUET", help="360-1M metadata Parquet (id, width, height, fps, "
                    "duration, format); rows that are not equirectangular are skipped without opening them")
     p.add_argument("--video-dir", help="where --from-list videos are, named ID.mp4 (or another video suffix)")
@@ -36,7 +37,7 @@ def add_ingest_parser(subparsers) -> None:
                    "rig, resized) instead of the automatic one")
     p.add_argument("--no-rig-mask", action="store_true", help="do not detect a rig mask automatically")
     p.add_argument("--no-cuts", action="store_true", help="do not detect shot cuts (the whole video is one shot)")
-    p.add_argument("--workers", type=int, default=1, help="parallel processes (one video each)")
+    p.add_argument("--workers", type=ac.positive_int, default=1, help="parallel processes (one video each)")
     p.add_argument("--ray", metavar="ADDRESS", help="run the per-video tasks on a Ray cluster (address, 'auto', "
                    "or 'local' for a local Ray with --workers CPUs); --out must be on storage every node sees")
     p.add_argument("--retry-failed", action="store_true", help="retry videos recorded as failed")
@@ -80,18 +81,34 @@ def run_ingest_command(args) -> int:
     from ingest.inputs import plan_from_list, resolve_inputs
     from ingest.run import format_summary, run_ingest
 
-    if args.workers < 1:
-        raise OdinError(f"--workers must be >= 1, got {args.workers}")
+    missing = [v for v in args.videos if not Path(v).exists()]
+    if missing:  # a typo, not a video to record as failed in the dataset
+        raise OdinError("no such file or folder", missing[0])
     config = config_from_args(args)
     items = resolve_inputs(args.videos)
     if args.from_list:
         if not args.video_dir:
-            raise OdinError("--from-list needs --video-dir (where the videos named ID.mp4 are)")
+            raise OdinError("needs --video-dir (where the videos named ID.mp4 are)", "--from-list")
         items += plan_from_list(args.from_list, args.video_dir)
     if not items:
-        raise OdinError("nothing to ingest: give video files, folders, lists, or --from-list")
+        raise OdinError("nothing to ingest: give video files, folders, lists, or --from-list", "VIDEO")
+    folders = [v for v in args.videos if Path(v).is_dir()] + ([args.video_dir] if args.video_dir else [])
     summary = run_ingest(items, Path(args.out), config, workers=args.workers, ray_address=args.ray,
-                         retry_failed=args.retry_failed, progress=not args.no_progress)
+                         retry_failed=args.retry_failed, progress=not args.no_progress, inputs=folders)
     print(format_summary(summary))
     print(f"summary: {Path(args.out) / 'summary.json'}")
+    if not summary["videos_done"] and not summary["videos_already_done"]:
+        raise nothing_ingested(summary, args.out)
     return 0
+
+
+def nothing_ingested(summary: dict, out) -> OdinError:
+    """The one line for a run where every input failed or was skipped: the input's own reason when
+    there was one input, else the counts and the first reason."""
+    reasons = {**summary["failures"], **summary["skipped"]}
+    if len(reasons) == 1:
+        (path, reason), = reasons.items()
+        return OdinError(reason, path)
+    first = next(iter(reasons.items()), None)
+    return OdinError(f"no video ingested: {summary['videos_failed']} failed, {summary['videos_skipped']} skipped"
+                     + (f" (first: {first[0]}: {first[1]})" if first else "") + "; see summary.json", out)

@@ -30,7 +30,7 @@ from ingest import conventions as cv
 from ingest.errors import OdinError
 from ingest.manifest import TABLES, iter_parts, part_dir, read_record
 from ingest.rigmask import RIG_MASK_PNG, load_mask_png
-from ingest.shards import decode_image, iter_shard, load_index, read_sample
+from ingest.shards import check_shard, decode_image, iter_shard, load_index, read_sample
 from ingest.views import equirect_to_perspective_map, extract_views  # noqa: F401 - re-exported for users
 
 __all__ = ["Dataset", "FrameRecord", "ViewRecord", "VideoRecord", "extract_views", "equirect_to_perspective_map"]
@@ -192,15 +192,24 @@ class Dataset:
     def _index(self, shard_path: Path) -> dict:
         return load_index(shard_path)
 
-    def _read(self, key: str, shard: str) -> dict[str, bytes]:
+    def check_shards(self, video_id: str) -> None:
+        """Every shard of the video is as long as its index says (see ``check_shard``)."""
+        for path in sorted(part_dir(self.root, video_id).glob("*.tar")):
+            check_shard(path, self._index(path))
+
+    def _image(self, key: str, shard: str) -> np.ndarray:
         path = self._shard_path(_video_of(key), shard)
-        return read_sample(path, key, self._index(path))
+        data = read_sample(path, key, self._index(path))["jpg"]
+        try:
+            return decode_image(data)
+        except ValueError:
+            raise OdinError(f"image of sample {key!r} does not decode (corrupt shard); re-create it", path) from None
 
     def load_equirect(self, frame_id: str) -> np.ndarray:
-        return decode_image(self._read(frame_id, self._frame_row(frame_id)["shard"])["jpg"])
+        return self._image(frame_id, self._frame_row(frame_id)["shard"])
 
     def load_view(self, view_id: str) -> np.ndarray:
-        return decode_image(self._read(view_id, self._view_row(view_id)["shard"])["jpg"])
+        return self._image(view_id, self._view_row(view_id)["shard"])
 
     def iter_samples(self, decode: bool = True) -> Iterator[dict]:
         """Stream every kept frame: {"frame", "equirect", "views": [(ViewRecord, image)]}, shard by shard.

@@ -36,7 +36,7 @@ class SamplingConfig:
 
     def __post_init__(self):
         if not math.isfinite(self.fps) or self.fps < 0:
-            raise OdinError(f"--fps must be >= 0 (0 = every frame), got {self.fps}")
+            raise OdinError(f"must be >= 0 (0 = every frame), got {self.fps}", "--fps")
 
 
 @dataclass

@@ -28,7 +28,8 @@ class FilterConfig:
     def __post_init__(self):
         for name, value in asdict(self).items():
             if name != "enabled" and (not math.isfinite(value) or value < 0):
-                raise OdinError(f"filter threshold {name} must be a finite number >= 0, got {value}")
+                flag = {"blur_min_laplacian_var": "--blur-threshold", "duplicate_max_diff": "--duplicate-threshold"}
+                raise OdinError(f"must be a finite number >= 0, got {value}", flag.get(name, f"filter threshold {name}"))
 
 
 @dataclass

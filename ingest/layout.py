@@ -116,6 +116,25 @@ def detect_layout(info: VideoInfo, sample_rgb: np.ndarray | None = None, overrid
                     "side-by-side stereo, or 16:9 squeezed equirectangular", info.path)
 
 
+def check_video(path, override: str | None = None) -> tuple[VideoInfo, Layout]:
+    """What ingest would decide about ``path`` from its header and first frame, without ingesting it:
+    for commands (``odin demo --video``) that must refuse an unusable file before making anything."""
+    import av
+
+    from ingest.decode import to_rgb
+    from ingest.probe import probe
+
+    info = probe(path)
+    try:
+        with av.open(str(path)) as container:
+            frame = next(container.decode(video=0), None)
+    except (av.error.FFmpegError, StopIteration) as e:
+        raise OdinError(f"cannot decode its first frame ({e.__class__.__name__})", path) from None
+    if frame is None:
+        raise OdinError("has no decodable frame", path)
+    return info, detect_layout(info, apply_rotation(to_rgb(frame), info.rotation), override)
+
+
 def forced_layout(w: int, h: int, name: str) -> Layout:
     """The layout the user named; every eye is resampled to 2:1 whatever its aspect."""
     if name not in LAYOUT_CHOICES:

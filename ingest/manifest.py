@@ -14,7 +14,9 @@
 
 A part folder is built under a hidden temporary name and renamed into place when complete, so
 ``parts/ab/VIDEOID`` existing means that video is finished; the Parquet files are rewritten
-atomically from the parts, so killing a run never corrupts them.
+atomically from the parts, so killing a run never corrupts them. The next run removes what a
+killed one left (hidden ``.VIDEOID.tmp-*`` folders) once it holds the dataset's lock
+(ingest.runlock).
 """
 from __future__ import annotations
 
@@ -23,11 +25,10 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import uuid
 from pathlib import Path
 
-from ingest.atomic import atomic_path, atomic_write_json
+from ingest.atomic import atomic_path, atomic_write_json, temp_dir
 from ingest.errors import OdinError
 
 RECORD = "record.json"
@@ -53,7 +54,7 @@ def part_dir(root: Path, video_id: str) -> Path:
 def new_tmp_part(root: Path, video_id: str) -> Path:
     final = part_dir(root, video_id)
     final.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{video_id}{_TMP_MARK}", dir=final.parent))
+    return temp_dir(final.parent, f".{video_id}{_TMP_MARK}")
 
 
 def commit_part(tmp: Path, final: Path) -> None:
@@ -87,18 +88,6 @@ def iter_parts(root: Path):
         for part in sorted(bucket.iterdir()):
             if part.is_dir() and not part.name.startswith("."):
                 yield part
-
-
-def clean_stale_tmp(root: Path) -> int:
-    """Remove temporary parts a killed run left behind (call only when no other run is writing)."""
-    parts = Path(root) / "parts"
-    n = 0
-    if parts.is_dir():
-        for bucket in parts.iterdir():
-            for tmp in bucket.glob(f".*{_TMP_MARK}*"):
-                shutil.rmtree(tmp, ignore_errors=True)
-                n += 1
-    return n
 
 
 def check_config(root: Path, config_dict: dict) -> None:

@@ -48,9 +48,9 @@ class IngestConfig:
 
     def __post_init__(self):
         if self.equirect_width < 8 or self.equirect_width % 2:
-            raise OdinError(f"--equirect-width must be an even number >= 8, got {self.equirect_width}")
+            raise OdinError(f"must be an even number >= 8, got {self.equirect_width}", "--equirect-width")
         if not (1 <= self.jpeg_quality <= 100):
-            raise OdinError(f"--jpeg-quality must be in [1, 100], got {self.jpeg_quality}")
+            raise OdinError(f"must be in [1, 100], got {self.jpeg_quality}", "--jpeg-quality")
         if self.layout is not None and self.layout not in LAYOUT_CHOICES:
             raise OdinError(f"--layout must be one of {', '.join(LAYOUT_CHOICES)}, got {self.layout!r}")
 

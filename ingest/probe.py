@@ -62,7 +62,12 @@ def probe(path: str | Path) -> VideoInfo:
         ctx = stream.codec_context
         if not ctx.width or not ctx.height:
             raise OdinError("video stream has no frame size (corrupt header?)", path)
-        is_image = path.suffix.lower() in IMAGE_SUFFIXES or container.format.name in {"image2", "png_pipe", "jpeg_pipe"}
+        image_format = container.format.name == "image2" or container.format.name.endswith("_pipe")
+        if image_format and path.suffix.lower() in VIDEO_SUFFIXES:
+            # A still renamed by mistake: refused, since "a video" of one frame hides the mistake downstream.
+            raise OdinError(f"is a {ctx.name.upper()} image, not a video, despite its {path.suffix} name "
+                            "(rename it to ingest it as a still)", path)
+        is_image = path.suffix.lower() in IMAGE_SUFFIXES or image_format
         fps = float(stream.average_rate or stream.guessed_rate or stream.base_rate or 0.0)
         duration = 0.0
         if not is_image:

@@ -274,7 +274,14 @@ def load_mask_file(path: str | Path, flag: str = "--mask") -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise OdinError(f"{flag}: no such file", path)
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    from cv2.utils import logging as cv_log
+
+    level = cv_log.getLogLevel()
+    cv_log.setLogLevel(cv_log.LOG_LEVEL_SILENT)  # its decoder's C++ complaint would be a second stderr line
+    try:
+        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    finally:
+        cv_log.setLogLevel(level)
     if img is None or img.size == 0:
         raise OdinError(f"{flag}: not an image OpenCV can read (give a PNG, 255 = rig)", path)
     if img.ndim == 3:

@@ -10,8 +10,9 @@ from typing import Callable, Iterable, Iterator
 
 from ingest.atomic import atomic_write_json
 from ingest.errors import OdinError
-from ingest.manifest import check_config, clean_stale_tmp, consolidate, iter_parts, read_record
+from ingest.manifest import check_config, consolidate, iter_parts, read_record
 from ingest.pipeline import IngestConfig, WorkItem, ingest_video
+from ingest.runlock import run_lock
 
 
 def _worker_init():
@@ -92,16 +93,19 @@ def finished_ids(root: Path, retry_failed: bool) -> set[str]:
 
 
 def run_ingest(items: list[WorkItem], root: str | Path, config: IngestConfig, workers: int = 1,
-               ray_address: str | None = None, retry_failed: bool = False, progress: bool = True) -> dict:
-    """Ingest ``items`` into ``root``; returns (and writes as summary.json) the run's summary."""
+               ray_address: str | None = None, retry_failed: bool = False, progress: bool = True,
+               inputs: list[str | Path] = ()) -> dict:
+    """Ingest ``items`` into ``root``; returns (and writes as summary.json) the run's summary.
+    ``root`` is locked for the run (ingest.runlock); ``inputs``: folders it must not be."""
+    # Killed parts are hidden folders in the buckets (ingest.manifest), cleaned with the lock held.
+    with run_lock(root, "dataset", inputs=inputs, clean=("", "parts/*")):
+        return _run_ingest(items, Path(root), config, workers, ray_address, retry_failed, progress)
+
+
+def _run_ingest(items, root: Path, config: IngestConfig, workers, ray_address, retry_failed, progress) -> dict:
     from tqdm import tqdm
 
-    root = Path(root)
-    if root.exists() and not root.is_dir():
-        raise OdinError("--out exists and is not a folder", root)
-    root.mkdir(parents=True, exist_ok=True)
     check_config(root, config.identity())
-    clean_stale_tmp(root)
     done = finished_ids(root, retry_failed)
     todo = [it for it in items if it.video_id not in done]
     started = time.perf_counter()

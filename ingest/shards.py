@@ -126,15 +126,18 @@ def iter_shard(path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
         raise OdinError(f"unreadable shard ({e})", path) from e
     key, fields = None, {}
     with tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            k, ext = split_member_name(member.name)
-            if k != key and key is not None:
-                yield key, fields
-                fields = {}
-            key = k
-            fields[ext] = tar.extractfile(member).read()
+        try:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                k, ext = split_member_name(member.name)
+                if k != key and key is not None:
+                    yield key, fields
+                    fields = {}
+                key = k
+                fields[ext] = tar.extractfile(member).read()
+        except (tarfile.TarError, EOFError, OSError) as e:  # cut short by a killed copy or a full disk
+            raise OdinError(f"truncated or corrupt shard ({e}); re-create it", path) from None
     if key is not None:
         yield key, fields
 
@@ -144,15 +147,30 @@ def load_index(path: str | Path) -> dict[str, dict[str, list[int]]]:
     path = Path(path)
     idx = _index_path(path)
     if idx.exists():
-        return json.loads(idx.read_text())
+        try:
+            return json.loads(idx.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise OdinError("corrupt shard index; delete it to rebuild it from the shard", idx) from None
     members: dict[str, dict[str, list[int]]] = {}
-    with tarfile.open(path, "r:") as tar:
-        for m in tar.getmembers():
-            if m.isfile():
-                k, ext = split_member_name(m.name)
-                members.setdefault(k, {})[ext] = [m.offset_data, m.size]
+    try:
+        with tarfile.open(path, "r:") as tar:
+            for m in tar.getmembers():
+                if m.isfile():
+                    k, ext = split_member_name(m.name)
+                    members.setdefault(k, {})[ext] = [m.offset_data, m.size]
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise OdinError(f"truncated or corrupt shard ({e}); re-create it", path) from None
     atomic_write_json(idx, members, indent=None)
     return members
+
+
+def check_shard(path: str | Path, index: dict | None = None) -> None:
+    """Refuse a shard shorter than its index says (a killed copy or a full disk), before a command
+    starts working through it and fails halfway, after progress output and partial results."""
+    index = index if index is not None else load_index(path)
+    end = max((offset + size for fields in index.values() for offset, size in fields.values()), default=0)
+    if Path(path).stat().st_size < end:
+        raise OdinError(f"truncated shard: {Path(path).stat().st_size} bytes, its index needs {end}; re-create it", path)
 
 
 def read_sample(path: str | Path, key: str, index: dict | None = None) -> dict[str, bytes]:
@@ -165,6 +183,8 @@ def read_sample(path: str | Path, key: str, index: dict | None = None) -> dict[s
         for ext, (offset, size) in index[key].items():
             f.seek(offset)
             out[ext] = f.read(size)
+            if len(out[ext]) != size:
+                raise OdinError(f"truncated shard: sample {key!r} ends past the end of the file; re-create it", path)
     return out
 
 

@@ -63,9 +63,9 @@ class ViewsConfig:
 
     def __post_init__(self):
         if not (1 <= self.size <= 8192):
-            raise OdinError(f"--view-size must be in [1, 8192], got {self.size}")
+            raise OdinError(f"must be in [1, 8192], got {self.size}", "--view-size")
         if not (1.0 <= self.fov_deg <= 170.0):
-            raise OdinError(f"--fov must be in [1, 170] degrees, got {self.fov_deg}")
+            raise OdinError(f"must be in [1, 170] degrees, got {self.fov_deg}", "--fov")
         for n, pitch in self.rings:
             if n < 0 or not (-90.0 <= pitch <= 90.0):
                 raise OdinError(f"--views: bad ring {n}@{pitch} (need N >= 0 and pitch in [-90, 90])")

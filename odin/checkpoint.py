@@ -17,13 +17,13 @@ with any number of processes.
 
 A checkpoint folder is assembled under a temporary name and renamed into place, and
 ``latest.json`` is replaced atomically afterwards, so a kill at any moment leaves the previous
-checkpoint intact and pointed to.
+checkpoint intact and pointed to; the next run deletes the killed one's ``.step_*`` and
+``.pipeline.*`` folders (ingest.runlock).
 """
 from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +31,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ingest.atomic import atomic_write_json
+from ingest.atomic import atomic_write_json, temp_dir
 from ingest.errors import OdinError
 from odin.config import OdinConfig, model_signature
 from odin.models import OdinDenoiser, build_denoiser, denoiser_config
@@ -87,7 +87,7 @@ def save_checkpoint(run: Path, config: OdinConfig, model, ema, optimizer, state:
     ckpts = checkpoints_dir(run)
     ckpts.mkdir(parents=True, exist_ok=True)
     name = f"step_{state.step:08d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=ckpts))
+    tmp = temp_dir(ckpts, f".{name}.")
     try:
         weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(weights, tmp / "model.safetensors")
@@ -189,7 +189,7 @@ def export_pipeline(run: Path, model, ema, codec, config: OdinConfig) -> Path:
     from odin.pipeline import OdinPipeline
 
     final = Path(run) / "pipeline"
-    tmp = Path(tempfile.mkdtemp(prefix=".pipeline.", dir=run))
+    tmp = temp_dir(run, ".pipeline.")
     ema.store(model.parameters())
     ema.copy_to(model.parameters())
     try:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ingest import argcheck as ac
 from ingest.errors import OdinError
 
 
@@ -24,16 +25,16 @@ def _add_train(subparsers) -> None:
                                           "`torchrun --nproc_per_node N -m ingest.cli train ...` (one srun task "
                                           "per node under SLURM); without CUDA the processes join over gloo.")
     p.add_argument("pairs", help="PAIRS folder (pairs.parquet + shards/)")
-    p.add_argument("--out", required=True, help="RUN folder (checkpoints, samples, tensorboard)")
+    p.add_argument("--out", required=True, type=ac.out_dir, help="RUN folder (checkpoints, samples, tensorboard)")
     p.add_argument("--config", help="JSON OdinConfig (sections model, diffusion, data, train); default: built-in")
     p.add_argument("--pretrained", help="local diffusers folder with vae/ and unet/: train in latent space")
-    p.add_argument("--resolution", type=int, help="override model.resolution (pixels)")
-    p.add_argument("--batch-size", type=int, help="override train.batch_size (per process)")
-    p.add_argument("--max-steps", type=int, help="override train.max_steps")
-    p.add_argument("--max-minutes", type=float, help="override train.max_minutes (stop after a checkpoint)")
+    p.add_argument("--resolution", type=ac.int_at_least(8), help="override model.resolution (pixels)")
+    p.add_argument("--batch-size", type=ac.positive_int, help="override train.batch_size (per process)")
+    p.add_argument("--max-steps", type=ac.positive_int, help="override train.max_steps")
+    p.add_argument("--max-minutes", type=ac.positive_float, help="override train.max_minutes (stop after a checkpoint)")
     p.add_argument("--split-by", choices=("auto", "video", "time", "recorded"),
                    help="override data.split_by: how val pairs are held out (whole videos/rooms or time ranges)")
-    p.add_argument("--val-fraction", type=float, help="override data.val_fraction")
+    p.add_argument("--val-fraction", type=ac.unit_float, help="override data.val_fraction")
     p.add_argument("--tiny", action="store_true", help="start from the tiny CPU config (tests, smoke runs)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_train)
@@ -72,18 +73,18 @@ def _run_train(args) -> int:
 def _add_sampling(p) -> None:
     from odin.schedulers import SAMPLERS
 
-    p.add_argument("--steps", type=int, default=50, help="denoising steps")
+    p.add_argument("--steps", type=ac.positive_int, default=50, help="denoising steps")
     p.add_argument("--sampler", choices=SAMPLERS, default="ddim", help="ddim or dpm (DPM-Solver++)")
-    p.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale (1 = none)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--guidance", type=ac.finite_float, default=2.0, help="classifier-free guidance scale (1 = none)")
+    p.add_argument("--seed", type=ac.nonneg_int, default=0)
+    p.add_argument("--device", type=ac.device, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--raw-weights", action="store_true", help="use the raw weights instead of the EMA weights")
 
 
 def _pipeline(run: str, args):
     from odin.pipeline import load_pipeline
 
-    return load_pipeline(run, args.device, use_ema=not args.raw_weights)
+    return load_pipeline(run, None if args.device == "auto" else args.device, use_ema=not args.raw_weights)
 
 
 def _sample_kwargs(args) -> dict:
@@ -115,14 +116,14 @@ def _add_generate(subparsers) -> None:
     pose.add_argument("--pose", help="T_tgt_from_src as 12 comma-separated numbers: R row-major (9), t (3)")
     pose.add_argument("--pose-ypr", help="target camera in the source frame: yaw,pitch,roll (degrees),x,y,z")
     pose.add_argument("--camera-path", help="nerfstudio camera_path.json (trajectory mode)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--fov", type=float, help="horizontal field of view of --image in degrees "
+    p.add_argument("--out", required=True, type=ac.out_dir, help="output folder")
+    p.add_argument("--fov", type=ac.fov_degrees, help="horizontal field of view of --image in degrees "
                                              "(default: the training config's data.fov_deg)")
-    p.add_argument("--scale", type=float, default=1.0,
+    p.add_argument("--scale", type=ac.positive_float, default=1.0,
                    help="scene depth that translations are divided by (the pairs' `scale`); 1 = t is normalised")
-    p.add_argument("--anchor-weight", type=float, default=0.5,
+    p.add_argument("--anchor-weight", type=ac.unit_float, default=0.5,
                    help="trajectory mode: weight of the original image vs the previous frame (0..1)")
-    p.add_argument("--fps", type=float, help="MP4 frame rate (default: the camera path's)")
+    p.add_argument("--fps", type=ac.positive_float, help="MP4 frame rate (default: the camera path's)")
     _add_sampling(p)
     p.set_defaults(func=_run_generate)
 
@@ -132,18 +133,21 @@ def parse_pose(text: str, ypr: bool = False) -> tuple[np.ndarray, np.ndarray]:
     from ingest import conventions as cv
     from odin.conditioning import check_rotation
 
+    flag = "--pose-ypr" if ypr else "--pose"
     try:
         values = np.array([float(v) for v in text.replace(" ", "").split(",")], np.float64)
     except ValueError:
-        raise OdinError(f"--pose{'-ypr' if ypr else ''} must be comma-separated numbers, got {text!r}") from None
+        raise OdinError(f"must be comma-separated numbers, got {text!r}", flag) from None
+    if not np.all(np.isfinite(values)):
+        raise OdinError(f"must be finite numbers, got {text!r}", flag)
     if ypr:
         if values.size != 6:
-            raise OdinError(f"--pose-ypr needs 6 numbers (yaw,pitch,roll,x,y,z), got {values.size}")
+            raise OdinError(f"needs 6 numbers (yaw,pitch,roll,x,y,z), got {values.size}", flag)
         R_c = cv.rotation_from_ypr(*np.radians(values[:3]))
         T = cv.invert_pose(cv.make_pose(R_c, values[3:]))  # camera pose in the source frame -> T_tgt_from_src
         return T[:3, :3], T[:3, 3]
     if values.size != 12:
-        raise OdinError(f"--pose needs 12 numbers (R row-major, then t), got {values.size}")
+        raise OdinError(f"needs 12 numbers (R row-major, then t), got {values.size}", flag)
     R = values[:9].reshape(3, 3)
     check_rotation(R, "--pose")
     return R, values[9:]
@@ -216,12 +220,12 @@ def _add_eval(subparsers) -> None:
                                           "the copy-source baseline and (with --world) the GT-depth warp baseline.")
     p.add_argument("run", help="RUN folder or checkpoint folder")
     p.add_argument("pairs", help="PAIRS folder")
-    p.add_argument("--out", help="where eval.json and eval_grid.png go (default: RUN/eval)")
+    p.add_argument("--out", type=ac.out_dir, help="where eval.json and eval_grid.png go (default: RUN/eval)")
     p.add_argument("--split", default="val", choices=("val", "train", "all"),
                    help="which pairs, held out by the run's data.split_by rule (default: val)")
-    p.add_argument("--max-pairs", type=int, help="evaluate at most this many pairs")
+    p.add_argument("--max-pairs", type=ac.positive_int, help="evaluate at most this many pairs")
     p.add_argument("--world", help="synthetic world the pairs come from: adds the GT-depth warp baseline")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=ac.positive_int, default=8)
     p.add_argument("--no-pose-following", action="store_true", help="skip the two-view pose estimation")
     _add_sampling(p)
     p.set_defaults(func=_run_eval)

@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ingest.errors import OdinError
+from ingest.errors import OdinError, read_json_object
 
 
 @dataclass
@@ -100,10 +100,7 @@ class OdinConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "OdinConfig":
-        try:
-            return cls.from_dict(json.loads(Path(path).read_text()), path)
-        except json.JSONDecodeError as e:
-            raise OdinError(f"not valid JSON ({e.msg} at line {e.lineno})", path) from e
+        return cls.from_dict(read_json_object(path), path)
 
 
 def _section(kind, values: dict, name: str, source):

@@ -32,6 +32,8 @@ def to_rgb_square(image, resolution: int, source=None) -> tuple[np.ndarray, bool
         if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
             raise OdinError(f"expected an 8-bit grey/RGB/RGBA image, got array {image.dtype} {image.shape}", source)
         image = Image.fromarray(image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image)
+    if image.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
+        image = _grey_to_8bit(image)
     if image.mode != "RGB":
         image = image.convert("RGBA").convert("RGB") if image.mode in ("P", "LA", "PA") else image.convert("RGB")
     w, h = image.size
@@ -46,6 +48,20 @@ def to_rgb_square(image, resolution: int, source=None) -> tuple[np.ndarray, bool
         image = image.resize((resolution, resolution), Image.Resampling.BICUBIC if side < resolution
                              else Image.Resampling.BOX)
     return np.asarray(image, dtype=np.uint8), cropped
+
+
+def _grey_to_8bit(image):
+    """16-bit, 32-bit integer and float grey images to 8 bits by their range (PIL's convert clips them,
+    so a 16-bit PNG would come out white): 16-bit and larger integer values are divided by 257, floats
+    in [0, 1] scaled by 255."""
+    from PIL import Image
+
+    values = np.asarray(image, np.float64)
+    if image.mode == "F":
+        values = values * 255.0 if np.nanmax(values, initial=0.0) <= 1.0 else values
+    elif image.mode != "I" or np.max(values, initial=0) > 255:  # "I" holds 16-bit PNGs in older Pillows
+        values = values / 257.0
+    return Image.fromarray(np.clip(np.nan_to_num(values), 0, 255).round().astype(np.uint8), "L")
 
 
 def image_tensor(rgb: np.ndarray) -> torch.Tensor:

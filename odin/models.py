@@ -111,7 +111,8 @@ def pixel_unet_config(cfg: ModelConfig) -> dict:
         raise OdinError(f"model.attention_levels has {len(cfg.attention_levels)} entries but "
                         f"model.block_out_channels has {len(cfg.block_out_channels)}")
     if cfg.resolution % 2 ** (len(cfg.block_out_channels) - 1):
-        raise OdinError(f"model.resolution {cfg.resolution} is not divisible by the UNet's downsampling")
+        raise OdinError(f"{cfg.resolution} is not a multiple of {2 ** (len(cfg.block_out_channels) - 1)} "
+                        "(the UNet's downsampling)", "model.resolution (--resolution)")
     down, up = _block_types(cfg.attention_levels)
     return {"sample_size": cfg.resolution, "in_channels": 3 + 3 + PLUCKER_CHANNELS, "out_channels": 3 + 1,
             "block_out_channels": list(cfg.block_out_channels), "layers_per_block": cfg.layers_per_block,
@@ -185,7 +186,8 @@ def new_denoiser(cfg: ModelConfig, codec) -> tuple[OdinDenoiser, dict]:
         from odin.pretrained import widen_pretrained_unet
 
         if cfg.resolution % codec.factor:
-            raise OdinError(f"model.resolution {cfg.resolution} is not a multiple of the VAE factor {codec.factor}")
+            raise OdinError(f"{cfg.resolution} is not a multiple of the VAE factor {codec.factor}",
+                            "model.resolution (--resolution)")
         model = widen_pretrained_unet(Path(cfg.pretrained) / "unet", codec.channels, cfg,
                                       cfg.resolution // codec.factor)
     else:

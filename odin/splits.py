@@ -112,10 +112,13 @@ def split_pairs(records, rule: str = "auto", val_fraction: float = 0.2, source=N
 
 def load_split(pairs_dir: str | Path, rule: str = "auto", val_fraction: float = 0.2) -> PairSplit:
     from correspondence.pairs_io import read_pairs_table
+    from ingest.shards import check_shard
 
     records = read_pairs_table(pairs_dir)
     if not records:
         raise OdinError("no pairs in pairs.parquet", pairs_dir)
+    for shard in sorted((Path(pairs_dir) / "shards").glob("*.tar")):  # refused before training or generating
+        check_shard(shard)
     return split_pairs(records, rule, val_fraction, Path(pairs_dir) / "pairs.parquet")
 
 

@@ -12,13 +12,15 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 from pathlib import Path
 
 import torch
 
-from ingest.atomic import atomic_write_json
+from ingest.atomic import atomic_write_json, atomic_write_text
 from ingest.errors import OdinError
+from ingest.runlock import contents, run_lock
 from ingest.media import image_grid, save_png
 from odin.checkpoint import (TrainState, check_compatible, export_pipeline, latest_checkpoint, read_meta,
                              restore_training, save_checkpoint)
@@ -40,12 +42,20 @@ def _accelerator(cfg: OdinConfig):
                        gradient_accumulation_steps=cfg.train.grad_accum)
 
 
-def _prepare_run(run: Path, cfg: OdinConfig, config_source) -> Path | None:
-    """Write RUN/config.json for a new run; for an existing run, check the model config matches."""
+def _prepare_run(run: Path, cfg: OdinConfig, split: PairSplit) -> Path | None:
+    """The checkpoint to resume from, if any: its model config and its pairs' split must be this
+    run's (every rank checks, so that all refuse together)."""
     ckpt = latest_checkpoint(run)
     if ckpt is not None:
         check_compatible(read_meta(ckpt), cfg, ckpt)
-    elif run.exists() and any(p.name != "config.json" for p in run.iterdir()) and not (run / "config.json").exists():
+        try:
+            before = json.loads((run / "split.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            before = None
+        if before is not None and before != json.loads(json.dumps(split.to_dict())):
+            raise OdinError("this run was trained on other pairs (its split.json differs from this PAIRS folder's "
+                            "split); resume with the same PAIRS, or choose a new --out", run)
+    elif any(p.name != "config.json" for p in contents(run)) and not (run / "config.json").exists():
         raise OdinError("exists and is not an Odin run; choose a new --out", run)
     return ckpt
 
@@ -88,12 +98,20 @@ class TrainLog:
     def __init__(self, run: Path, step: int):
         self.path = run / "train_log.jsonl"
         if self.path.exists():
-            keep = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-            self.path.write_text("".join(ln + "\n" for ln in keep))
+            # A line the kill cut short is dropped like the ones past the checkpoint.
+            keep = [ln for ln in self.path.read_text().splitlines() if _step_of(ln, step + 1) <= step]
+            atomic_write_text(self.path, "".join(ln + "\n" for ln in keep))
 
     def add(self, record: dict) -> None:
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
+
+
+def _step_of(line: str, default: int) -> int:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return default
 
 
 def _agree(accel, flag: bool) -> bool:
@@ -120,15 +138,24 @@ def train(pairs_dir: str | Path, run: str | Path, cfg: OdinConfig, config_source
           stop_after_steps: int | None = None, on_finish=None) -> Path:
     """Train (or resume) a run; returns the last checkpoint.  ``stop_after_steps`` ends this
     invocation early after that many optimizer steps (as a kill would, but after a checkpoint).
-    ``on_finish(model, accelerator, step)`` is called on every process with the unwrapped model at the end."""
+    ``on_finish(model, accelerator, step)`` is called on every process with the unwrapped model at the end.
+    Rank 0 holds the run's lock for all processes (ingest.runlock: a second training of the same
+    run is refused; a killed one's half-written checkpoints are removed)."""
+    if int(os.environ.get("RANK", "0")) != 0:  # set by torchrun and accelerate before any process starts
+        return _train(pairs_dir, Path(run), cfg, config_source, progress, stop_after_steps, on_finish)
+    with run_lock(run, "Odin run", inputs=[pairs_dir], clean=("", "checkpoints", "samples", "tensorboard")):
+        return _train(pairs_dir, Path(run), cfg, config_source, progress, stop_after_steps, on_finish)
+
+
+def _train(pairs_dir, run: Path, cfg: OdinConfig, config_source, progress, stop_after_steps, on_finish) -> Path:
     from diffusers.training_utils import EMAModel
     from tqdm import tqdm
 
-    run, tc = Path(run), cfg.train
+    tc = cfg.train
     # Near-zero weights (zero-initialised layers) make denormal floats that slow CPU kernels 20x.
     torch.set_flush_denormal(True)
-    resume_from = _prepare_run(run, cfg, config_source)
     split = load_split(pairs_dir, cfg.data.split_by, cfg.data.val_fraction)
+    resume_from = _prepare_run(run, cfg, split)
     accel = _accelerator(cfg)
     device, main = accel.device, accel.is_main_process
     resume_from = _rank0_choice(accel, resume_from)
@@ -160,6 +187,8 @@ def train(pairs_dir: str | Path, run: str | Path, cfg: OdinConfig, config_source
 
     def checkpoint():
         if main:
+            if writer is not None:  # buffered points up to this step must outlive a kill after it
+                writer.flush()
             bare = accel.unwrap_model(model)
             path = save_checkpoint(run, cfg, bare, ema, optimizer,
                                    TrainState(state.step, position.epoch, position.index), tc.keep_checkpoints)
@@ -252,5 +281,7 @@ def _summary_writer(run: Path, step: int):
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is an optional extra
         return None
-    # purge_step drops events a killed run logged after its last checkpoint.
-    return SummaryWriter(str(run / "tensorboard"), purge_step=step if step else None)
+    from odin.events import drop_events_after
+
+    drop_events_after(run / "tensorboard", step)  # what a killed run logged after its last checkpoint
+    return SummaryWriter(str(run / "tensorboard"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ingest import argcheck as ac
 from ingest.errors import OdinError
 
 
@@ -22,6 +23,8 @@ def _check_view_args(args) -> str | None:
     run = Path(args.run)
     if not run.is_dir():
         raise OdinError("no such NRC run folder (create one with `odin nrc fit`)", run)
+    if args.odin and not Path(args.odin).is_dir():  # before the NRC run's seconds of loading and baking
+        raise OdinError("no such Odin run folder (create one with `odin train`)", args.odin)
     return warning
 
 
@@ -51,7 +54,7 @@ def register(subparsers) -> None:
     d = subparsers.add_parser("demo", help="the end-to-end job: synth → ingest → mine → reconstruct → NRC → Odin",
                               description="Runs every stage on a synthetic 360° world (or --video) with CPU-sized "
                                           "configs (full sizes with --gpu or when CUDA is present). Re-run to resume.")
-    d.add_argument("--out", default="demo_out", help="output folder")
+    d.add_argument("--out", default="demo_out", type=ac.out_dir, help="output folder")
     d.add_argument("--video", help="your own equirectangular 360° video instead of the synthetic world")
     d.add_argument("--gpu", action="store_true", help="full-size configs (automatic when CUDA is present)")
     d.set_defaults(func=_run_demo)

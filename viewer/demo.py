@@ -17,7 +17,7 @@ import numpy as np
 
 from correspondence.nerfstudio import write_camera_path
 from ingest import conventions as cv
-from ingest.cli import main as odin_main
+from ingest.cli import build_parser
 from ingest.errors import OdinError
 
 
@@ -58,9 +58,11 @@ def _stage(name: str, done: Path, argv: list[str], log: list[str], before=None) 
         before()
     print(f"[demo] {name}: odin {' '.join(argv)}", flush=True)
     start = time.monotonic()
-    code = odin_main(argv)
-    if code != 0:
-        raise OdinError(f"demo stage '{name}' failed (exit {code}); fix the error above and re-run to resume")
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except OdinError as e:  # the stage's own one line, with where the demo stopped
+        raise OdinError(f"{e.problem} (demo stage '{name}'; fix it and re-run to resume)", e.path) from e
     log.append(f"{name}: {time.monotonic() - start:.0f} s")
 
 
@@ -108,8 +110,12 @@ def _user_video_fps(video: Path, frames: int) -> float:
 
 def run_demo(out: str | Path, video: str | Path | None = None, gpu: bool = False) -> dict:
     out = Path(out)
-    if video is not None and not Path(video).is_file():
-        raise OdinError("video not found", video)
+    if video is not None:
+        from ingest.layout import check_video
+
+        if not Path(video).is_file():
+            raise OdinError("video not found", video)
+        check_video(video)  # an unusable file is refused before the demo folder is made
     out.mkdir(parents=True, exist_ok=True)
     _claim_out(out, {"video": None if video is None else str(Path(video).resolve()), "gpu": bool(gpu)})
     sizes = DemoSizes.gpu() if gpu else DemoSizes()
