@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ingest import argcheck as ac
+from ingest.errors import OdinError
 
 
 def _add_mine(subparsers) -> None:
@@ -36,7 +37,25 @@ def _run_mine(args) -> int:
     for s in summaries:
         print(s.line())
     print(f"pairs: {out / 'pairs.parquet'} ({sum(s.pairs for s in summaries)} new pairs from {len(summaries)} videos)")
+    _refuse_empty_result(out)
     return 0
+
+
+def _refuse_empty_result(out: Path) -> None:
+    """Exit 2 when the whole pairs folder (this run and earlier ones) holds no pair: nothing downstream can
+    use it, and the outcomes say why."""
+    from correspondence.mine import load_summaries
+
+    every = load_summaries(out)
+    if every and not any(s.pairs for s in every):
+        outcomes: dict[str, int] = {}
+        for s in every:
+            for status, n in s.reasons.items():
+                outcomes[status] = outcomes.get(status, 0) + n
+        common = ", ".join(f"{status} {n}" for status, n in sorted(outcomes.items(), key=lambda kv: -kv[1])[:3])
+        raise OdinError(f"no frame pair kept in {len(every)} video(s) ({common or 'no frame pair to try'}); "
+                        "low_parallax: the camera barely moves; too_few_*: frames share too little "
+                        "(ingest at a higher --fps, or check the rig mask)", out)
 
 
 def _add_reconstruct(subparsers) -> None:
@@ -70,7 +89,6 @@ def _run_reconstruct(args) -> int:
     from correspondence.parallel import open_dataset
     from correspondence.reconstruct import ReconstructConfig, already_done, reconstruct_settings, reconstruct_video
     from correspondence.sfm import SfmConfig
-    from ingest.errors import OdinError
     from ingest.rigmask import load_mask_file
 
     mask = load_mask_file(args.mask) if args.mask else None  # a bad file is refused before any work

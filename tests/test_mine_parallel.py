@@ -72,3 +72,19 @@ def test_ray_matches_serial(dataset, serial, tmp_path):
     finally:
         ray.shutdown()
     _assert_same_pairs(out, serial)
+
+
+def test_mining_that_keeps_no_pair_exits_2_with_the_outcomes(tmp_path, capsys):
+    """A static camera: every frame pair has too little parallax. Nothing downstream can use the
+    folder, so the command says so (exit 2) instead of "0 new pairs"."""
+    world = tmp_path / "still"
+    assert main(["synth", "--out", str(world), "--seconds", "1.5", "--fps", "2", "--width", "256", "--speed", "0",
+                 "--yaw-drift", "0", "--roll-jitter", "0"]) == 0
+    dataset = tmp_path / "dataset"
+    assert main(["ingest", str(world / "video.mp4"), "--out", str(dataset), *INGEST]) == 0
+    capsys.readouterr()
+    assert main(["mine", str(dataset), *MINE]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("odin: error: ")
+    assert "no frame pair kept" in err and "low_parallax" in err
+    assert len(load_summaries(dataset / "pairs")) == 1  # the outcomes stay on disk
