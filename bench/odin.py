@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
 
 from ingest import conventions as cv  # noqa: E402
-from odin.conditioning import plucker_maps, pose_vector  # noqa: E402
+from odin.conditioning import plane_reprojection, plucker_maps, pose_vector  # noqa: E402
 from odin.config import OdinConfig  # noqa: E402
 from odin.data import PairBatch  # noqa: E402
 from odin.models import PixelCodec, new_denoiser  # noqa: E402
@@ -41,7 +41,8 @@ def random_batch(batch: int, resolution: int, device) -> PairBatch:
                              torch.zeros(batch, dtype=torch.float64))
     t = torch.randn(batch, 3, dtype=torch.float64) * 0.1
     K = cv.Intrinsics.from_fov(resolution, resolution, 90)
-    return PairBatch(source=torch.rand(batch, 3, resolution, resolution) * 2 - 1,
+    source = torch.rand(batch, 3, resolution, resolution) * 2 - 1
+    return PairBatch(source=source, reprojected=plane_reprojection(source, R, t, [K] * batch, [K] * batch),
                      target=torch.rand(batch, 3, resolution, resolution) * 2 - 1,
                      motion=torch.zeros(batch, 1, resolution, resolution), has_motion=torch.zeros(batch, dtype=torch.bool),
                      pose=pose_vector(R, t, torch.ones(batch, dtype=torch.float64)), plucker=plucker_maps(R, t, [K] * batch),
@@ -82,8 +83,7 @@ def bench_generation(cfg: OdinConfig, device, batch: int, steps: int, dtype) -> 
     model, _ = new_denoiser(cfg.model, PixelCodec())
     pipe = OdinPipeline.assemble(model, PixelCodec(), cfg.diffusion, cfg.model.resolution, device, dtype)
     data = random_batch(batch, cfg.model.resolution, "cpu")
-    cond = ViewCondition(data.source, data.R.double(), data.t.double(), torch.ones(batch, dtype=torch.float64),
-                         plucker=data.plucker)
+    cond = ViewCondition.from_batch(data)
     pipe([cond], steps=2)  # warm-up
     _sync(device)
     start = time.perf_counter()

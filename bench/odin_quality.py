@@ -10,7 +10,11 @@ room is its own video):
 * copy-source   the source image as the prediction;
 * pose-zeroed   the same model and noise with the pose replaced by "no motion" (R = I, t = 0):
                 how much of odin's score comes from using the pose;
-* depth-warp    the source warped with the exact GT depth and pose (upper reference);
+* plane-warp    the source reprojected over a plane at its robust depth with the requested pose:
+                the geometric input Odin is given (model.reproject_source), so odin minus plane-warp
+                is what the network adds;
+* depth-warp    the source warped with the exact GT depth and pose (pixels the source does not
+                see keep the source's own pixel);
 * pose-following correspondence/'s two-view estimator between the source and the generated view
                 (both upsampled 4x so that SIFT finds features), its rotation error to the requested
                 rotation; the same on the true targets is the estimator's floor.
@@ -86,7 +90,7 @@ def evaluate_baselines(pipe, pairs_dir, val_ids, worlds, max_pairs: int, steps: 
             break
         batch = collate(chunk, res, work, pairs_dir)
         scale = torch.exp(batch.pose[:, -1].double())
-        posed = ViewCondition(batch.source, batch.R.double(), batch.t.double(), scale, plucker=batch.plucker)
+        posed = ViewCondition.from_batch(batch)
         b = len(chunk)
         zeroed = ViewCondition(batch.source, torch.eye(3, dtype=torch.float64).expand(b, 3, 3),
                                torch.zeros(b, 3, dtype=torch.float64), scale)
@@ -98,7 +102,7 @@ def evaluate_baselines(pipe, pairs_dir, val_ids, worlds, max_pairs: int, steps: 
         for i, s in enumerate(chunk):
             src, tgt = tensor_image(batch.source[i]), tensor_image(batch.target[i])
             images = {"odin": tensor_image(outputs["odin"][i]), "pose-zeroed": tensor_image(outputs["pose-zeroed"][i]),
-                      "copy-source": src, "depth-warp": to_rgb_square(gt_depth_warp(worlds[s.record.video_id], s), res)[0]}
+                      "copy-source": src, "plane-warp": tensor_image(batch.reprojected[i]), "depth-warp": to_rgb_square(gt_depth_warp(worlds[s.record.video_id], s), res)[0]}
             for name, img in images.items():
                 metrics.setdefault(f"psnr/{name}", []).append(psnr(img, tgt))
                 metrics.setdefault(f"ssim/{name}", []).append(ssim(img, tgt))
@@ -156,7 +160,7 @@ def main() -> None:
     started = time.monotonic()
     worlds = make_rooms(out, args.rooms, args.pairs_per_room, args.resolution, args.seconds)
     cfg = cpu_config(args.resolution)
-    cfg.data.val_fraction = args.val_rooms / args.rooms
+    cfg.data.split_by, cfg.data.val_fraction = "video", args.val_rooms / args.rooms  # held-out rooms
     cfg.train.max_minutes = args.minutes
     split = load_split(out / "pairs", cfg.data.split_by, cfg.data.val_fraction)
     print(f"odin quality: {len(worlds)} rooms, {split.summary()}; data ready in {time.monotonic() - started:.0f} s",
@@ -177,7 +181,7 @@ def main() -> None:
     print(f"held-out pairs: {n} (rooms never trained on); columns of grid.png: source | depth-warp | pose-zeroed "
           f"| odin | target")
     print(f"{'':14s} {'PSNR dB':>8s} {'SSIM':>6s}")
-    for name in ("odin", "copy-source", "pose-zeroed", "depth-warp"):
+    for name in ("odin", "copy-source", "pose-zeroed", "plane-warp", "depth-warp"):
         print(f"{name:14s} {report[f'psnr/{name}']['mean']:8.2f} {report[f'ssim/{name}']['mean']:6.3f}")
     for name in ("odin", "target"):
         r, t = report[f"rot_err/{name}"], report[f"trans_err/{name}"]

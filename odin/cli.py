@@ -35,13 +35,16 @@ def _add_train(subparsers) -> None:
     p.add_argument("--split-by", choices=("auto", "video", "time", "recorded"),
                    help="override data.split_by: how val pairs are held out (whole videos/rooms or time ranges)")
     p.add_argument("--val-fraction", type=ac.unit_float, help="override data.val_fraction")
-    p.add_argument("--tiny", action="store_true", help="start from the tiny CPU config (tests, smoke runs)")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--tiny", action="store_true", help="start from the tiny config (tests, smoke runs)")
+    start.add_argument("--cpu", action="store_true",
+                       help="start from the CPU quality config (a UNet sized for 2 cores at 32-64 px)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_train)
 
 
 def _load_config(args):
-    from odin.config import OdinConfig, tiny_config
+    from odin.config import OdinConfig, cpu_config, tiny_config
 
     run_config = Path(args.out) / "config.json"
     if args.config:
@@ -49,7 +52,7 @@ def _load_config(args):
     elif run_config.exists():  # resuming: the run's own config
         cfg = OdinConfig.load(run_config)
     else:
-        cfg = tiny_config() if args.tiny else OdinConfig()
+        cfg = tiny_config() if args.tiny else cpu_config() if args.cpu else OdinConfig()
     if args.pretrained:
         cfg.model.pretrained = str(Path(args.pretrained).resolve())
     for name, section, key in (("resolution", cfg.model, "resolution"), ("batch_size", cfg.train, "batch_size"),
@@ -257,8 +260,10 @@ def _print_report(report: dict) -> None:
         return "-" if not v or v["mean"] is None else f"{v['mean']:.3f}"
 
     print(f"pairs: {report['pairs']}")
-    print(f"PSNR  generated {fmt('psnr')}  copy-source {fmt('psnr_copy')}  gt-depth-warp {fmt('psnr_warp')}")
-    print(f"SSIM  generated {fmt('ssim')}  copy-source {fmt('ssim_copy')}  gt-depth-warp {fmt('ssim_warp')}")
+    print(f"PSNR  generated {fmt('psnr')}  copy-source {fmt('psnr_copy')}  plane-reprojection {fmt('psnr_plane')}  "
+          f"gt-depth-warp {fmt('psnr_warp')}")
+    print(f"SSIM  generated {fmt('ssim')}  copy-source {fmt('ssim_copy')}  plane-reprojection {fmt('ssim_plane')}  "
+          f"gt-depth-warp {fmt('ssim_warp')}")
     if "rot_err" in report:
         med = lambda k: "-" if report[k]["median"] is None else f"{report[k]['median']:.2f}"  # noqa: E731
         print(f"pose following (median deg): rotation {med('rot_err')} translation {med('trans_err')} "

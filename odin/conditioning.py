@@ -48,6 +48,30 @@ def plucker_maps(R: torch.Tensor, t: torch.Tensor, Ks: list[cv.Intrinsics]) -> t
     return torch.stack([plucker_map(R[i], t[i], Ks[i]) for i in range(len(Ks))])
 
 
+def plane_reprojection(images: torch.Tensor, R: torch.Tensor, t: torch.Tensor, Ks_src: list[cv.Intrinsics],
+                       Ks_tgt: list[cv.Intrinsics], depth: float = 1.0) -> torch.Tensor:
+    """(B, C, H, W): each source image as the target camera would see it if the scene were the plane
+    z = ``depth`` of the source camera.
+
+    Pairs divide ``t`` by a robust depth of the source view, so depth 1 is that depth whatever the
+    scene's scale: the warp is right where the scene is near its typical depth and off by the
+    parallax elsewhere, which is what the network is left to correct.  Target rays that miss the
+    plane (it lies behind them) take the source's border colour."""
+    grids = []
+    for i in range(images.shape[0]):
+        T_src_from_tgt = cv.invert_pose(cv.make_pose(R[i].double(), t[i].double()))
+        origins, directions = cv.rays_world(T_src_from_tgt, cv.perspective_directions(Ks_tgt[i], like=T_src_from_tgt))
+        dz = directions[..., 2]
+        dz = torch.where(dz.abs() < 1e-9, torch.full_like(dz, 1e-9), dz)
+        reach = (depth - origins[..., 2]) / dz
+        u, v, _ = cv.project_perspective(origins + reach[..., None] * directions, Ks_src[i])
+        K = Ks_src[i]
+        grid = torch.stack([2 * u / K.width - 1, 2 * v / K.height - 1], dim=-1)
+        grids.append(torch.where((reach > 0)[..., None], grid.clamp(-2, 2), torch.full_like(grid, 2.0)))
+    grid = torch.stack(grids).to(images.device, images.dtype)
+    return torch.nn.functional.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
 def resize_intrinsics(K: cv.Intrinsics, width: int, height: int) -> cv.Intrinsics:
     """Intrinsics of the same camera after resizing its image to width x height."""
     return K.scaled(width / K.width, height / K.height)

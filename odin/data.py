@@ -16,7 +16,8 @@ import torch
 
 from ingest import conventions as cv
 from ingest.errors import OdinError
-from odin.conditioning import check_rotation, plucker_maps, pose_vector, resize_intrinsics, square_crop_intrinsics
+from odin.conditioning import (check_rotation, plane_reprojection, plucker_maps, pose_vector, resize_intrinsics,
+                               square_crop_intrinsics)
 
 
 def to_rgb_square(image, resolution: int, source=None) -> tuple[np.ndarray, bool]:
@@ -88,6 +89,7 @@ class PairBatch:
     has_motion: torch.Tensor  # (B,) bool
     pose: torch.Tensor  # (B, 10) global pose code
     plucker: torch.Tensor  # (B, 6, h, w) at the model's working resolution
+    reprojected: torch.Tensor  # (B, 3, H, W): the source seen from the target over a plane (plane_reprojection)
     R: torch.Tensor  # (B, 3, 3)
     t: torch.Tensor  # (B, 3)
     pair_ids: list[str]
@@ -104,7 +106,7 @@ class PairBatch:
 
 def collate(samples, resolution: int, work_resolution: int, source=None, keys=None) -> PairBatch:
     """PairSamples -> a batch; ``work_resolution`` is the UNet's side (resolution / VAE factor)."""
-    src, tgt, motion, has_motion, Rs, ts, scales, Ks, ids = [], [], [], [], [], [], [], [], []
+    src, tgt, motion, has_motion, Rs, ts, scales, Ks, ids, Ks_image = [], [], [], [], [], [], [], [], [], []
     for s in samples:
         check_rotation(s.R, f"{source}:{s.record.pair_id}" if source else s.record.pair_id)
         src.append(image_tensor(to_rgb_square(s.src, resolution, source)[0]))
@@ -119,12 +121,15 @@ def collate(samples, resolution: int, work_resolution: int, source=None, keys=No
         ts.append(np.asarray(s.t, np.float64))
         scales.append(float(s.record.scale))
         Ks.append(intrinsics_after_load(s.K_tgt, work_resolution))
+        Ks_image.append((intrinsics_after_load(s.K_src, resolution), intrinsics_after_load(s.K_tgt, resolution)))
         ids.append(s.record.pair_id)
     R = torch.from_numpy(np.stack(Rs))
     t = torch.from_numpy(np.stack(ts))
-    return PairBatch(source=torch.stack(src), target=torch.stack(tgt), motion=torch.stack(motion),
+    source = torch.stack(src)
+    reprojected = plane_reprojection(source, R, t, [k[0] for k in Ks_image], [k[1] for k in Ks_image])
+    return PairBatch(source=source, target=torch.stack(tgt), motion=torch.stack(motion),
                      has_motion=torch.tensor(has_motion), pose=pose_vector(R, t, torch.tensor(scales, dtype=R.dtype)),
-                     plucker=plucker_maps(R, t, Ks), R=R.float(), t=t.float(), pair_ids=ids,
+                     plucker=plucker_maps(R, t, Ks), reprojected=reprojected, R=R.float(), t=t.float(), pair_ids=ids,
                      keys=None if keys is None else torch.as_tensor(keys, dtype=torch.int64))
 
 
@@ -216,6 +221,9 @@ def prefetch(iterable, depth: int = 4):
             yield item
     finally:
         stop.set()
+        # A daemon thread still inside torch when the interpreter exits aborts the process
+        # ("terminate called without an active exception"): let it finish its batch and leave.
+        thread.join(timeout=120)
 
 
 def pair_samples(pairs_dir, pair_ids: frozenset | None, shuffle_buffer: int = 0, seed: int = 0):

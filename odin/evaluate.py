@@ -1,7 +1,8 @@
 """`odin eval`: generated views vs true targets on held-out pairs, with baselines from the same run.
 
-* PSNR / SSIM of the generated target, of the source copied as is, and (given the synthetic
-  world) of the source warped into the target with ground-truth depth: each target pixel is
+* PSNR / SSIM of the generated target, of the source copied as is, of the source reprojected over
+  a plane at its robust depth (the geometric input of a model with ``reproject_source``), and
+  (given the synthetic world) of the source warped into the target with GT depth: each target pixel is
   lifted with the target's GT depth, moved into the source camera by the pair's exact pose and
   sampled there; pixels the source does not see (outside its frame, or occluded by a closer
   surface in the source's GT depth) keep the copied source pixel.
@@ -131,7 +132,7 @@ def evaluate(pipe: OdinPipeline, pairs_dir, out_dir: str | Path, split: str = "v
     out_dir = Path(out_dir)
     res, work = pipe.resolution, pipe.work_resolution
     generator = torch.Generator("cpu").manual_seed(seed)
-    metrics = {k: [] for k in ("psnr", "ssim", "psnr_copy", "ssim_copy", "psnr_warp", "ssim_warp",
+    metrics = {k: [] for k in ("psnr", "ssim", "psnr_copy", "ssim_copy", "psnr_plane", "ssim_plane", "psnr_warp", "ssim_warp",
                                "rot_err", "trans_err", "rot_err_gt", "trans_err_gt")}
     rows, n_done = [], 0
     pair_split = load_split(pairs_dir, split_by, val_fraction)
@@ -143,8 +144,7 @@ def evaluate(pipe: OdinPipeline, pairs_dir, out_dir: str | Path, split: str = "v
         if not chunk:
             break
         batch = collate(chunk, res, work, pairs_dir)
-        scale = torch.exp(batch.pose[:, -1].double())
-        cond = ViewCondition(batch.source, batch.R.double(), batch.t.double(), scale, plucker=batch.plucker)
+        cond = ViewCondition.from_batch(batch)
         images, _ = pipe([cond], steps=steps, sampler=sampler, guidance=guidance, generator=generator)
         for i, s in enumerate(chunk):
             gen, tgt, src = tensor_image(images[i]), tensor_image(batch.target[i]), tensor_image(batch.source[i])
@@ -152,6 +152,9 @@ def evaluate(pipe: OdinPipeline, pairs_dir, out_dir: str | Path, split: str = "v
             metrics["ssim"].append(ssim(gen, tgt))
             metrics["psnr_copy"].append(psnr(src, tgt))
             metrics["ssim_copy"].append(ssim(src, tgt))
+            plane = tensor_image(batch.reprojected[i])
+            metrics["psnr_plane"].append(psnr(plane, tgt))
+            metrics["ssim_plane"].append(ssim(plane, tgt))
             row = [src, gen, tgt]
             if world is not None:
                 warp = to_rgb_square(gt_depth_warp(world, s), res)[0]

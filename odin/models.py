@@ -1,6 +1,7 @@
 """The Odin denoiser (a diffusers ModelMixin around a UNet with conditioning channels) and the codecs.
 
-Input channels: noisy target (C) + source image (C) + Plücker map of the target camera (6).
+Input channels: noisy target (C) + source image (C) + [the source reprojected into the target over a
+plane at its robust depth (C), when ``model.reproject_source``] + Plücker map of the target camera (6).
 Output channels: the diffusion target (C, epsilon or v) + one motion-mask logit.
 The global pose code goes through a Fourier + MLP embedding and then
 
@@ -66,6 +67,8 @@ class OdinDenoiser(ModelMixin, ConfigMixin):
         super().__init__()
         self.unet = _unet_class(unet_class).from_config(unet_config)
         self.image_channels = image_channels
+        # Read off the UNet, so that denoisers saved before the option existed load unchanged.
+        self.reprojected_source = self.unet.config.in_channels == 3 * image_channels + PLUCKER_CHANNELS
         self.cross_attention = unet_class == "UNet2DConditionModel"
         if self.cross_attention:
             self.token_dim = token_width(self.unet.config)
@@ -76,12 +79,19 @@ class OdinDenoiser(ModelMixin, ConfigMixin):
         # Learned "no pose" code for the unconditional branch of classifier-free guidance.
         self.null_pose = nn.Parameter(torch.zeros(out_dim))
 
-    def forward(self, noisy, timesteps, source, plucker, pose, keep=None):
-        """Returns (prediction (B, C, H, W), motion-mask logit (B, 1, H, W))."""
+    def forward(self, noisy, timesteps, source, plucker, pose, keep=None, reprojected=None):
+        """Returns (prediction (B, C, H, W), motion-mask logit (B, 1, H, W)).
+
+        ``reprojected`` (encoded like ``source``) is required when the UNet was built to take it."""
         if keep is None:
             keep = torch.ones(noisy.shape[0], dtype=torch.bool, device=noisy.device)
         k = keep.to(noisy.dtype)[:, None, None, None]
-        x = torch.cat([noisy, source.to(noisy.dtype) * k, plucker.to(noisy.dtype) * k], dim=1)
+        images = [source]
+        if self.reprojected_source:
+            if reprojected is None:
+                raise OdinError("this denoiser takes the reprojected source as input; none was given")
+            images.append(reprojected)
+        x = torch.cat([noisy, *(im.to(noisy.dtype) * k for im in images), plucker.to(noisy.dtype) * k], dim=1)
         emb = self.pose_embedding(pose)
         emb = torch.where(keep[:, None], emb, self.null_pose.to(emb.dtype).expand_as(emb))
         if self.cross_attention:
@@ -114,7 +124,8 @@ def pixel_unet_config(cfg: ModelConfig) -> dict:
         raise OdinError(f"{cfg.resolution} is not a multiple of {2 ** (len(cfg.block_out_channels) - 1)} "
                         "(the UNet's downsampling)", "model.resolution (--resolution)")
     down, up = _block_types(cfg.attention_levels)
-    return {"sample_size": cfg.resolution, "in_channels": 3 + 3 + PLUCKER_CHANNELS, "out_channels": 3 + 1,
+    return {"sample_size": cfg.resolution, "in_channels": 3 * (2 + cfg.reproject_source) + PLUCKER_CHANNELS,
+            "out_channels": 3 + 1,
             "block_out_channels": list(cfg.block_out_channels), "layers_per_block": cfg.layers_per_block,
             "down_block_types": down, "up_block_types": up, "norm_num_groups": cfg.norm_num_groups,
             "class_embed_type": "identity", "attention_head_dim": 8}

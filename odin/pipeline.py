@@ -19,7 +19,8 @@ import torch
 from diffusers import DiffusionPipeline
 
 from ingest import conventions as cv
-from odin.conditioning import check_rotation, plucker_maps, pose_vector
+from ingest.errors import OdinError
+from odin.conditioning import check_rotation, plane_reprojection, plucker_maps, pose_vector, resize_intrinsics
 from odin.config import DiffusionConfig, OdinConfig
 from odin.schedulers import sampler_from, training_scheduler
 
@@ -34,6 +35,14 @@ class ViewCondition:
     scale: torch.Tensor  # (B,)
     weight: float = 1.0
     plucker: torch.Tensor | None = None  # (B, 6, h, w) when already computed (training batches carry it)
+    reprojected: torch.Tensor | None = None  # (B, 3, H, W) likewise (odin/conditioning.py:plane_reprojection)
+    K_src: list[cv.Intrinsics] | None = None  # the view's intrinsics at any size; default: the target's
+
+    @classmethod
+    def from_batch(cls, batch) -> "ViewCondition":
+        """The condition of a PairBatch: its sources at its pairs' poses, maps already computed."""
+        return cls(batch.source, batch.R.double(), batch.t.double(), torch.exp(batch.pose[:, -1].double()),
+                   plucker=batch.plucker, reprojected=batch.reprojected)
 
 
 class OdinPipeline(DiffusionPipeline):
@@ -84,7 +93,19 @@ class OdinPipeline(DiffusionPipeline):
         plucker = cond.plucker if cond.plucker is not None else plucker_maps(cond.R.double().cpu(), cond.t.double().cpu(), Ks)
         plucker = plucker.to(self.device, dtype)
         pose = pose_vector(cond.R.double(), cond.t.double(), cond.scale.double()).to(self.device, dtype)
-        return image, plucker, pose
+        reprojected = None
+        if self.denoiser.reprojected_source:
+            reprojected = cond.reprojected
+            if reprojected is None:
+                if Ks is None:
+                    raise OdinError("the targets' intrinsics (Ks) are needed to reproject the source")
+                side = cond.image.shape[-1]
+                K_tgt = [resize_intrinsics(K, side, side) for K in Ks]
+                K_src = [resize_intrinsics(K, side, side) for K in (cond.K_src or Ks)]
+                reprojected = plane_reprojection(cond.image.float(), cond.R.double().cpu(), cond.t.double().cpu(),
+                                                 K_src, K_tgt)
+            reprojected = self.codec.encode(reprojected.to(self.device)).to(dtype)
+        return image, plucker, pose, reprojected
 
     @torch.no_grad()
     def __call__(self, conditions: list[ViewCondition], Ks: list[cv.Intrinsics] | None = None, steps: int = 50,
@@ -94,7 +115,7 @@ class OdinPipeline(DiffusionPipeline):
 
         ``Ks`` are the targets' intrinsics at the working resolution (needed unless every
         condition carries its Plücker map)."""
-        scheduler = sampler_from(sampler, self.scheduler.config)
+        scheduler = sampler_from(sampler, self.scheduler.config, pixel_space=self.vae is None)
         scheduler.set_timesteps(steps, device=self.device)
         codec, dtype = self.codec, self.denoiser.dtype
         encoded = [self._encode_condition(c, Ks) for c in conditions]
@@ -109,6 +130,9 @@ class OdinPipeline(DiffusionPipeline):
         images = torch.cat([e[0] for e in encoded] + ([torch.zeros_like(encoded[0][0])] if use_uncond else []))
         plucker = torch.cat([e[1] for e in encoded] + ([torch.zeros_like(encoded[0][1])] if use_uncond else []))
         pose = torch.cat([e[2] for e in encoded] + ([encoded[0][2]] if use_uncond else []))
+        reprojected = None
+        if encoded[0][3] is not None:
+            reprojected = torch.cat([e[3] for e in encoded] + ([torch.zeros_like(encoded[0][3])] if use_uncond else []))
         keep = torch.ones(n * b, dtype=torch.bool, device=self.device)
         if use_uncond:
             keep[-b:] = False
@@ -116,7 +140,7 @@ class OdinPipeline(DiffusionPipeline):
         for t in scheduler.timesteps:
             inp = scheduler.scale_model_input(x, t).to(dtype).repeat(n, 1, 1, 1)
             ts = t.reshape(1).expand(n * b).to(self.device)
-            pred, logits = self.denoiser(inp, ts, images, plucker, pose, keep)
+            pred, logits = self.denoiser(inp, ts, images, plucker, pose, keep, reprojected)
             pred = pred.float().reshape(n, b, *shape[1:])
             cond = sum(w * pred[i] for i, w in enumerate(weights))
             guided = pred[-1] + guidance * (cond - pred[-1]) if use_uncond else cond

@@ -1,7 +1,7 @@
 """Starting Odin from a pretrained diffusers checkpoint (``--pretrained SD_DIR`` = ``SD_DIR/{vae,unet}``).
 
-The recipe is Zero-1-to-3's: the UNet's input convolution is widened for the source latent and the
-Plücker channels with zero-initialised weights, and its output convolution gains one zero-weight
+The recipe is Zero-1-to-3's: the UNet's input convolution is widened for the source latent (and the
+reprojected source's latent, odin/conditioning.py:plane_reprojection) and the Plücker channels with zero-initialised weights, and its output convolution gains one zero-weight
 motion-mask channel, so at step 0 the widened network computes exactly what the pretrained one
 did.  A UNet that already takes the source latent (``in_channels = 2C``, as Zero-1-to-3's own)
 keeps those weights too.  For a ``UNet2DConditionModel`` (Stable Diffusion family) the pose
@@ -28,9 +28,9 @@ def diffusers_class(folder: Path) -> str:
         raise OdinError(f"config.json is not valid JSON ({e.msg})", folder) from None
 
 
-def _widened_config(base, kind: str, channels: int, sample_size: int, unet_dir: Path) -> dict:
+def _widened_config(base, kind: str, channels: int, sample_size: int, unet_dir: Path, reproject: bool) -> dict:
     config = {k: v for k, v in dict(base.config).items() if not k.startswith("_")}
-    config.update(in_channels=2 * channels + PLUCKER_CHANNELS, out_channels=channels + 1, sample_size=sample_size)
+    config.update(in_channels=(2 + reproject) * channels + PLUCKER_CHANNELS, out_channels=channels + 1, sample_size=sample_size)
     if kind == "UNet2DModel":
         return {**config, "class_embed_type": "identity", "num_class_embeds": None}
     if config.get("addition_embed_type") or config.get("encoder_hid_dim_type") not in (None, "text_proj"):
@@ -53,7 +53,7 @@ def widen_pretrained_unet(unet_dir: Path, latent_channels: int, cfg: ModelConfig
     if base.config.out_channels != c or c_in not in (c, 2 * c):
         raise OdinError(f"UNet has {c_in}->{base.config.out_channels} channels but the VAE has {c} latent channels "
                         f"(expected {c}->{c}, or {2 * c}->{c} for a UNet that already takes the source)", unet_dir)
-    config = _widened_config(base, kind, c, sample_size or base.config.sample_size, unet_dir)
+    config = _widened_config(base, kind, c, sample_size or base.config.sample_size, unet_dir, cfg.reproject_source)
     model = build_denoiser(config, cfg, kind)
     state = {k: v for k, v in base.state_dict().items() if not k.startswith("class_embedding.")}
     with torch.no_grad():

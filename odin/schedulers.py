@@ -16,18 +16,24 @@ def training_scheduler(cfg: DiffusionConfig):
                          prediction_type=cfg.prediction_type, clip_sample=False)
 
 
-def sampling_scheduler(name: str, cfg: DiffusionConfig):
+def sampling_scheduler(name: str, cfg: DiffusionConfig, pixel_space: bool = True):
     """A fresh sampler sharing the training schedule: "ddim" or "dpm" (DPM-Solver++ multistep)."""
-    return sampler_from(name, training_scheduler(cfg).config)
+    return sampler_from(name, training_scheduler(cfg).config, pixel_space)
 
 
-def sampler_from(name: str, base):
-    """A sampler of kind ``name`` on the schedule of a training scheduler's config ``base``."""
+def sampler_from(name: str, base, pixel_space: bool = True):
+    """A sampler of kind ``name`` on the schedule of a training scheduler's config ``base``.
+
+    The cosine schedule ends at alpha_bar ~ 2e-9: the first of few trailing steps divides the
+    prediction's error by sqrt(alpha_bar) when it forms x0.  In pixel space x0 is known to lie in
+    [-1, 1], so it is clipped there (latents have no such bound)."""
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
     if name == "ddim":
-        return DDIMScheduler.from_config(base, clip_sample=False, set_alpha_to_one=False, timestep_spacing="trailing")
+        return DDIMScheduler.from_config(base, clip_sample=pixel_space, clip_sample_range=1.0, set_alpha_to_one=False,
+                                         timestep_spacing="trailing")
     if name == "dpm":
         return DPMSolverMultistepScheduler.from_config(base, algorithm_type="dpmsolver++", solver_order=2,
-                                                       timestep_spacing="trailing")
+                                                       timestep_spacing="trailing", thresholding=pixel_space,
+                                                       dynamic_thresholding_ratio=1.0, sample_max_value=1.0)
     raise OdinError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")

@@ -81,8 +81,7 @@ class SamplePreview:
     def render(self, model, codec, out_dir: Path, step: int, seed: int = 0) -> None:
         b = self.batch
         pipe = OdinPipeline.assemble(model, codec, self.cfg.diffusion, self.cfg.model.resolution, self.device)
-        scale = torch.exp(b.pose[:, -1].double())
-        cond = ViewCondition(b.source, b.R.double(), b.t.double(), scale, plucker=b.plucker)
+        cond = ViewCondition.from_batch(b)
         gen = torch.Generator("cpu").manual_seed(seed)
         images, masks = pipe([cond], steps=self.cfg.train.sample_steps, generator=gen)
         masks = torch.nn.functional.interpolate(masks, size=images.shape[-2:], mode="nearest")

@@ -51,7 +51,9 @@ def diffusion_loss(model, codec, scheduler, batch: PairBatch, cfg: DiffusionConf
     timesteps, noise, keep = timesteps.to(device), noise.to(device), keep.to(device)
     noisy = scheduler.add_noise(x0, noise, timesteps)
     target = noise if cfg.prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, timesteps)
-    pred, mask_logit = model(noisy, timesteps, source, batch.plucker, batch.pose, keep)
+    takes_reprojection = getattr(model, "module", model).reprojected_source  # model may be DDP-wrapped
+    reprojected = codec.encode(batch.reprojected) if takes_reprojection else None
+    pred, mask_logit = model(noisy, timesteps, source, batch.plucker, batch.pose, keep, reprojected)
     mined = resize_mask(batch.motion, tuple(x0.shape[-2:]))
     return motion_masked_loss(pred, target, mask_logit, mined, batch.has_motion,
                               cfg.motion_lambda, cfg.mask_bce_weight)

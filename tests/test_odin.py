@@ -43,6 +43,35 @@ def test_plucker_map_points_target_rays_in_source_frame():
     assert torch.allclose(moved[3:], expected, atol=1e-6)
 
 
+def test_plane_reprojection_matches_the_plane_homography():
+    """Reference: OpenCV's warpPerspective with H = K_t (R + t n^T / d) K_s^-1 (n = z axis)."""
+    import cv2
+
+    from odin.conditioning import plane_reprojection
+
+    rng = np.random.default_rng(0)
+    image = rng.random((1, 3, 32, 32)).astype(np.float32)
+    K = cv.Intrinsics.from_fov(32, 32, 90)
+    Kmat = np.array([[K.fx, 0, K.cx], [0, K.fy, K.cy], [0, 0, 1.0]])
+    half = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1.0]])  # our pixel centres sit at +0.5
+    R = cv.rotation_from_ypr(np.float64(0.1), np.float64(-0.05), np.float64(0.02))
+    for t, depth in ((np.zeros(3), 1.0), (np.array([0.05, -0.02, 0.1]), 1.0), (np.array([0.05, 0.0, 0.0]), 2.0)):
+        ours = plane_reprojection(torch.from_numpy(image), torch.from_numpy(R)[None], torch.from_numpy(t)[None],
+                                  [K], [K], depth)[0].numpy().transpose(1, 2, 0)
+        H = half @ Kmat @ (R + np.outer(t, [0, 0, 1.0]) / depth) @ np.linalg.inv(Kmat) @ np.linalg.inv(half)
+        ref = cv2.warpPerspective(image[0].transpose(1, 2, 0), H, (32, 32), flags=cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_REPLICATE)
+        # OpenCV quantises sample positions to 1/32 px; compare away from the replicated border.
+        assert np.abs(ours - ref)[4:-4, 4:-4].max() < 0.05, (t, depth)
+    # No motion is the identity; a sideways step of 1/4 of the plane's depth shifts by fx / 4 pixels.
+    same = plane_reprojection(torch.from_numpy(image), torch.eye(3, dtype=torch.float64)[None],
+                              torch.zeros(1, 3, dtype=torch.float64), [K], [K])
+    assert torch.allclose(same, torch.from_numpy(image), atol=1e-6)
+    shifted = plane_reprojection(torch.from_numpy(image), torch.eye(3, dtype=torch.float64)[None],
+                                 torch.tensor([[0.25, 0.0, 0.0]], dtype=torch.float64), [K], [K])[0].numpy()
+    assert np.allclose(shifted[:, :, 4:], image[0][:, :, :-4], atol=1e-5)
+
+
 def test_pose_vector_is_6d_rotation_translation_log_scale():
     from odin.conditioning import pose_vector
 
@@ -117,20 +146,26 @@ def _tiny_model(resolution=16):
 def test_denoiser_shapes_and_condition_dropout():
     model, config, _ = _tiny_model()
     unet_config = config["unet_config"]
-    assert unet_config["in_channels"] == 3 + 3 + 6 and unet_config["out_channels"] == 4
+    # noisy target + source + reprojected source + Plücker in; prediction + mask logit out
+    assert unet_config["in_channels"] == 3 + 3 + 3 + 6 and unet_config["out_channels"] == 4
+    assert model.reprojected_source
     torch.manual_seed(0)
     for p in model.pose_embedding.parameters():  # leave the zero init so the pose matters here
         torch.nn.init.normal_(p, std=0.1)
     noisy, src, plk = torch.randn(2, 3, 16, 16), torch.randn(2, 3, 16, 16), torch.randn(2, 6, 16, 16)
-    pose, t = torch.randn(2, 10), torch.tensor([10, 500])
-    pred, logit = model(noisy, t, src, plk, pose)
+    pose, t, rep = torch.randn(2, 10), torch.tensor([10, 500]), torch.randn(2, 3, 16, 16)
+    pred, logit = model(noisy, t, src, plk, pose, None, rep)
     assert pred.shape == (2, 3, 16, 16) and logit.shape == (2, 1, 16, 16)
     drop = torch.tensor([False, False])
-    a, _ = model(noisy, t, src, plk, pose, drop)
-    b, _ = model(noisy, t, torch.randn_like(src), torch.randn_like(plk), torch.randn_like(pose), drop)
+    a, _ = model(noisy, t, src, plk, pose, drop, rep)
+    b, _ = model(noisy, t, torch.randn_like(src), torch.randn_like(plk), torch.randn_like(pose), drop, torch.randn_like(rep))
     assert torch.allclose(a, b)  # dropped conditioning is really gone
-    c, _ = model(noisy, t, torch.randn_like(src), plk, pose)
+    c, _ = model(noisy, t, torch.randn_like(src), plk, pose, None, rep)
     assert not torch.allclose(pred, c)
+    d, _ = model(noisy, t, src, plk, pose, None, torch.randn_like(rep))
+    assert not torch.allclose(pred, d)
+    with pytest.raises(OdinError, match="takes the reprojected source"):
+        model(noisy, t, src, plk, pose)
 
 
 def test_image_conversion_and_refusal():
@@ -247,9 +282,10 @@ def test_latent_mode_widens_pretrained_unet_without_changing_it(tmp_path):
     base, model, config, codec, cfg = _latent_model(tmp_path, "UNet2DModel")
     assert codec.factor == 2 and codec.channels == 4
     unet_config = config["unet_config"]
-    assert unet_config["in_channels"] == 4 + 4 + 6 and unet_config["sample_size"] == 16
+    assert unet_config["in_channels"] == 4 + 4 + 4 + 6 and unet_config["sample_size"] == 16
     noisy, t = torch.randn(1, 4, 16, 16), torch.tensor([300])
-    pred, _ = model(noisy, t, torch.randn(1, 4, 16, 16), torch.randn(1, 6, 16, 16), torch.randn(1, 10))
+    pred, _ = model(noisy, t, torch.randn(1, 4, 16, 16), torch.randn(1, 6, 16, 16), torch.randn(1, 10), None,
+                    torch.randn(1, 4, 16, 16))
     assert torch.allclose(pred, base(noisy, t).sample, atol=1e-5)
     latents = codec.encode(torch.zeros(1, 3, 32, 32))
     assert latents.shape == (1, 4, 16, 16) and codec.decode(latents).shape == (1, 3, 32, 32)
@@ -273,26 +309,27 @@ def test_sd_unet2dcondition_is_widened_and_takes_pose_as_tokens(tmp_path):
     """An SD-architecture UNet2DConditionModel: conv_in widened with zero weights, the pose enters as
     cross-attention tokens, the time embedding is the pretrained one."""
     base, model, config, codec, cfg = _latent_model(tmp_path, "UNet2DConditionModel")
-    assert config["unet_class"] == "UNet2DConditionModel" and config["unet_config"]["in_channels"] == 14
+    assert config["unet_class"] == "UNet2DConditionModel" and config["unet_config"]["in_channels"] == 18
     w = model.unet.conv_in.weight
     assert torch.equal(w[:, :4], base.conv_in.weight) and not w[:, 4:].any()
     assert torch.equal(model.unet.time_embedding.linear_1.weight, base.time_embedding.linear_1.weight)
     noisy, t = torch.randn(2, 4, 16, 16), torch.tensor([300, 20])
     src, plk, pose = torch.randn(2, 4, 16, 16), torch.randn(2, 6, 16, 16), torch.randn(2, 10)
-    pred, logit = model(noisy, t, src, plk, pose)
+    rep = torch.randn(2, 4, 16, 16)
+    pred, logit = model(noisy, t, src, plk, pose, None, rep)
     # Step 0: the widened UNet is the pretrained one with empty (zero) conditioning tokens.
     zero_tokens = torch.zeros(2, cfg.model.pose_tokens, 24)
     assert torch.allclose(pred, base(noisy, t, encoder_hidden_states=zero_tokens).sample, atol=1e-5)
     assert logit.shape == (2, 1, 16, 16)
     # Once the pose embedding is non-zero, the pose changes the output through cross-attention only.
     torch.nn.init.normal_(model.pose_embedding.mlp[-1].weight, std=0.5)
-    a, _ = model(noisy, t, src, plk, pose)
-    b, _ = model(noisy, t, src, plk, pose + 0.5)
+    a, _ = model(noisy, t, src, plk, pose, None, rep)
+    b, _ = model(noisy, t, src, plk, pose + 0.5, None, rep)
     assert not torch.allclose(a, b, atol=1e-4)
     seen = []
     hook = model.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn2.register_forward_hook(
         lambda mod, args, kwargs, out: seen.append(kwargs["encoder_hidden_states"].shape), with_kwargs=True)
-    model(noisy, t, src, plk, pose)
+    model(noisy, t, src, plk, pose, None, rep)
     hook.remove()
     assert seen == [(2, cfg.model.pose_tokens, 24)]
 

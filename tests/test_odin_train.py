@@ -124,7 +124,8 @@ def test_cli_train_generate_eval(pairs, tiny_world, tmp_path, capsys):
                  "--max-pairs", "3", "--out", str(tmp_path / "eval")]) == 0
     report = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert report["pairs"] == 3
-    for key in ("psnr", "ssim", "psnr_copy", "ssim_copy", "psnr_warp", "ssim_warp", "rot_err", "rot_err_gt"):
+    for key in ("psnr", "ssim", "psnr_copy", "ssim_copy", "psnr_plane", "ssim_plane", "psnr_warp", "ssim_warp",
+                "rot_err", "rot_err_gt"):
         assert key in report
     # The GT-depth warp uses the exact pose and geometry: it must beat copying the source.
     assert report["psnr_warp"]["mean"] > report["psnr_copy"]["mean"]
@@ -182,7 +183,7 @@ def test_latent_mode_from_sd_unet_trains_generates_and_loads_in_diffusers(pairs,
     assert json.loads((run / "checkpoints" / "latest.json").read_text())["step"] == 2
     model, cfg, info = load_for_inference(run)
     assert cfg.model.latent and info["denoiser_config"]["unet_class"] == "UNet2DConditionModel"
-    assert info["denoiser_config"]["unet_config"]["in_channels"] == 14
+    assert info["denoiser_config"]["unet_config"]["in_channels"] == 4 + 4 + 4 + 6  # noisy, source, reprojected source latents + Plücker
     assert main(["eval", str(run), str(pairs), "--steps", "2", "--max-pairs", "2", "--no-pose-following",
                  "--out", str(tmp_path / "eval")]) == 0
 
@@ -191,7 +192,7 @@ def test_latent_mode_from_sd_unet_trains_generates_and_loads_in_diffusers(pairs,
     from_run, _ = load_pipeline(run, "cpu")
     hub = OdinPipeline.from_pretrained(run / "pipeline")
     b = first_pairs(pairs, None, 2, 32, 16)
-    cond = ViewCondition(b.source, b.R.double(), b.t.double(), torch.exp(b.pose[:, -1].double()), plucker=b.plucker)
+    cond = ViewCondition.from_batch(b)
     x, _ = from_run([cond], steps=2, generator=torch.Generator().manual_seed(0))
     y, _ = hub([cond], steps=2, generator=torch.Generator().manual_seed(0))
     assert x.shape == (2, 3, 32, 32) and torch.equal(x, y)  # the same EMA weights, the same sampler
