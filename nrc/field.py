@@ -116,21 +116,30 @@ class Decoder(nn.Module):
         surface = assignment.probs[:, :-1]
         # +1: about one e-folding of opacity per scene radius at the start, so the first
         # gradients reach the foreground instead of painting colour on the far shell.
-        log_sigma = table[:, 0].float() + 1.0
+        # exp(a_k + v) = exp(a_k) exp(v): a (K,) exp and a matmul instead of an (N, K) exp, sum
+        # and their backward (the variation is bounded, so trunc_exp's clamp never bites on it).
+        sigma = surface.float() @ trunc_exp(table[:, 0].float() + 1.0)
         variation = assignment.variation
         if variation is not None:
-            log_sigma = log_sigma + self.density_variation * variation[:, :1].float()
-        sigma = (surface * trunc_exp(log_sigma.expand(len(surface), -1))).sum(-1)
+            sigma = sigma * trunc_exp(self.density_variation * variation[:, 0].float())
         geo = surface.to(table.dtype) @ table[:, 1:]
         if variation is not None:
             geo = torch.cat([geo, variation[:, 1:].to(geo.dtype)], -1)
         return sigma, geo
 
-    def color(self, geo: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
-        sh = spherical_harmonics_deg2(directions).to(geo.dtype)
+    def color(self, geo: torch.Tensor, directions: torch.Tensor, rays: torch.Tensor | None = None) -> torch.Tensor:
+        """Colour of points (N, 3) from their colour-MLP input ``geo`` and unit view ``directions``:
+        one per point, or one per ray with ``rays`` (N,) the ray of each point, so the SH basis
+        and its share of the view head are computed per ray (a ray's samples share them)."""
         logit = self.color_mlp(geo).float()
         if self.view_dependence:
-            view = self.view_head(torch.cat([geo[:, :self.geo_dim], sh], -1)).float()
+            # view_head(cat([geo, sh])) split into its two blocks: no (N, geo_dim + 9) concatenation.
+            w, b = self.view_head.weight, self.view_head.bias
+            sh = spherical_harmonics_deg2(directions).to(geo.dtype)
+            sh_term = nn.functional.linear(sh, w[:, self.geo_dim:])
+            if rays is not None:
+                sh_term = sh_term[rays]
+            view = (nn.functional.linear(geo[:, :self.geo_dim], w[:, :self.geo_dim], b) + sh_term).float()
             logit = logit + self.view_dependence * torch.tanh(view)
         return torch.sigmoid(logit)
 

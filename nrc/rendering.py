@@ -107,8 +107,12 @@ def render_rays(model: NRCModel, scene: int, origins: torch.Tensor, directions: 
         rgb = torch.zeros(n_rays, 3, device=o.device)
         if field is not None:
             lit = (transmittance.detach().reshape(-1)[flat] >= min_transmittance).nonzero().squeeze(1)
-            colour = model.decoder.color(field.geo[lit], d[ray[lit]])
-            rgb = rgb.index_add(0, ray[lit], w[lit, None] * colour.float())
+            if len(lit) == len(flat):  # nothing hidden: skip the gathers and their backward
+                colour = model.decoder.color(field.geo, d, ray)
+                rgb = rgb.index_add(0, ray, w[:, None] * colour.float())
+            else:
+                colour = model.decoder.color(field.geo[lit], d, ray[lit])
+                rgb = rgb.index_add(0, ray[lit], w[lit, None] * colour.float())
         out["rgb"] = rgb
         out["n_coloured"] = len(lit) if field is not None else 0
     if "depth" in outputs:

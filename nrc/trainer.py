@@ -54,8 +54,11 @@ def step_generator(seed: int, step: int, device) -> torch.Generator:
 def make_optimizer(model: NRCModel, lr: float) -> torch.optim.Adam:
     tables = [p for n, p in model.named_parameters() if n.endswith("hashgrid.table")]
     others = [p for n, p in model.named_parameters() if not n.endswith("hashgrid.table")]
-    # instant-ngp's Adam: tiny eps so rarely-touched hash entries still move.
-    return torch.optim.Adam([{"params": tables}, {"params": others}], lr=lr, betas=(0.9, 0.99), eps=1e-15)
+    # instant-ngp's Adam: tiny eps so rarely-touched hash entries still move. Fused: one pass over the
+    # tables instead of a dozen (a 2.5M-entry table took 16.6 ms per step on 2 cores, fused 1.7 ms).
+    fused = all(p.device.type in ("cpu", "cuda") for p in tables + others)
+    return torch.optim.Adam([{"params": tables}, {"params": others}], lr=lr, betas=(0.9, 0.99), eps=1e-15,
+                            fused=fused or None)
 
 
 # Samples behind an opaque surface get no colour evaluation in training (< 1e-3 of a ray's colour).

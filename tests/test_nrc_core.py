@@ -11,7 +11,7 @@ from ingest import conventions as cv
 from nrc.codebook import Codebook, assignment_logits, nearest_code_reference
 from nrc.config import SceneFrame, preset
 from nrc.data import Camera, camera_rays, pixel_solid_angle_weights
-from nrc.field import NRCModel
+from nrc.field import NRCModel, spherical_harmonics_deg2
 from nrc.metrics import (adjusted_rand_index, adjusted_rand_index_reference, chamfer_distance, foreground_ari,
                          psnr)
 from nrc.rendering import (distortion_loss, distortion_loss_reference, march_rays, render_rays, render_view,
@@ -120,6 +120,53 @@ def test_codebook_straight_through_and_gates():
     index = book(h.detach()).index.tolist()
     assert 2 not in index and 4 not in index
     assert int(book.active().sum()) == 3
+
+
+def test_fast_codebook_and_decoder_match_their_written_out_forms():
+    """The straight-through one-hot, the factored density exp and the per-ray view term give the
+    values and gradients of the plain formulas: hard + soft - soft.detach(); sum_k p_k exp(a_k + v);
+    view_head(cat([geo, sh(d)])) per point."""
+    model = tiny_model(3)
+    model.train()
+    book, decoder = model.codebook, model.decoder
+    book.closed[1] = True
+    h = (0.3 * torch.randn(400, book.codes.shape[1])).requires_grad_(True)
+    rays = torch.randint(0, 50, (400,))
+    d = torch.nn.functional.normalize(torch.randn(50, 3), dim=-1)
+
+    def plain(features):
+        logits = assignment_logits(features, book.codes, book.log_gates(), book.temperature)
+        shut = torch.cat([book.closed, book.closed.new_zeros(1)])
+        slot = logits.masked_fill(~book.open_mask(), float("-inf")).argmax(-1)
+        hard = torch.nn.functional.one_hot(slot, len(book.codes)).float()
+        soft = torch.softmax(logits.masked_fill(shut, float("-inf")), -1)
+        probs = hard + soft - soft.detach()
+        variation = torch.tanh(book.variation(features))
+        table = decoder.code_table(book.codes[:-1])
+        log_sigma = table[:, 0] + 1.0 + decoder.density_variation * variation[:, :1]
+        sigma = (probs[:, :-1] * torch.exp(log_sigma)).sum(-1)
+        geo = torch.cat([probs[:, :-1] @ table[:, 1:], variation[:, 1:]], -1)
+        view = decoder.view_head(torch.cat([geo[:, :decoder.geo_dim], spherical_harmonics_deg2(d[rays])], -1))
+        rgb = torch.sigmoid(decoder.color_mlp(geo) + decoder.view_dependence * torch.tanh(view))
+        return probs, sigma, rgb
+
+    def fast(features):
+        a = book(features)
+        sigma, geo = decoder.density(a, decoder.code_table(book.codes[:-1]))
+        return a.probs, sigma, decoder.color(geo, d, rays)
+
+    weights = [torch.randn(400, len(book.codes)), torch.rand(400), torch.randn(400, 3)]
+    results = []
+    for fn in (plain, fast):
+        model.zero_grad()
+        h.grad = None
+        outs = fn(h)
+        sum((w * o).sum() for w, o in zip(weights, outs)).backward()
+        results.append(([o.detach() for o in outs], h.grad.clone(), [p.grad.clone() for p in model.parameters()
+                                                                      if p.grad is not None]))
+    (ref_out, ref_h, ref_p), (out, grad_h, grad_p) = results
+    for a, b in zip(ref_out + [ref_h] + ref_p, out + [grad_h] + grad_p):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
 
 
 def test_assignment_in_fp32_under_bf16_autocast():
