@@ -4,8 +4,9 @@
 
 A family of 3 rooms sharing M=4 object types (same shape and texture; GT ids are type ids, see
 ingest.synth.family), 3 objects per room. Rows, all fitted in this process with one config
-but the ablated knob: K=8 (default) on the 3 rooms together, K=1, no variation module, and K=8
-on room 0 alone. Metrics on held-out whole frames (every 8th capture moment, never trained
+but the ablated knob: K=8 (default) on the 3 rooms together, K=1, no variation module, K=8
+on room 0 alone, and K=8 and K=1 with the code picked from the 3 coarsest hash levels only
+(``model.code_levels``, not the default). Metrics on held-out whole frames (every 8th capture moment, never trained
 on): PSNR, FG-ARI and ARI of the code argmax against the GT ids, active codes, and, over the
 rooms, cross-scene consistency (share of recurring types whose majority code is the same in
 every room) with the number of distinct majority codes beside it (one code for everything
@@ -63,8 +64,13 @@ def rows(steps: int, height: int) -> list[tuple[str, NRCConfig, int]]:
     k1.model.n_codes = 1
     plain = base_config(steps, height)
     plain.model.variation_dim = 0
+    coarse = base_config(steps, height)
+    coarse.model.code_levels = 3  # the code picked from the 3 coarsest hash levels: regions, not texture
+    coarse_k1 = base_config(steps, height)
+    coarse_k1.model.code_levels, coarse_k1.model.n_codes = 3, 1
     return [("K=8", k8, N_ROOMS), ("K=1", k1, N_ROOMS), ("no variation", plain, N_ROOMS),
-            ("K=8 one room", base_config(steps, height), 1)]
+            ("K=8 one room", base_config(steps, height), 1), ("3 code levels", coarse, N_ROOMS),
+            ("3 levels K=1", coarse_k1, N_ROOMS)]
 
 
 def run_row(name: str, config: NRCConfig, worlds, out: Path, device: str) -> dict:

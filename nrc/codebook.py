@@ -143,7 +143,9 @@ class Codebook(nn.Module):
         self.closed[dead] = False
         return len(dead)
 
-    def forward(self, features: torch.Tensor) -> Assignment:
+    def forward(self, features: torch.Tensor, detail: torch.Tensor | None = None) -> Assignment:
+        """Assign ``features`` (N, code_dim) to codes; the variation reads ``detail`` (same shape)
+        when given, else the features themselves."""
         features = features.float()
         codes = self.codes.float()
         logits = assignment_logits(features, codes, self.log_gates(), self.temperature)
@@ -170,6 +172,6 @@ class Codebook(nn.Module):
         vq_loss = torch.stack([((features.detach() - chosen) ** 2).mean(), ((features - chosen.detach()) ** 2).mean()])
         variation, cost = None, features.new_zeros(())
         if self.variation is not None:
-            variation = torch.tanh(self.variation(features))
+            variation = torch.tanh(self.variation(features if detail is None else detail.float()))
             cost = (variation**2).mean()
         return Assignment(probs, index, empty, variation, vq_loss, cost)

@@ -33,6 +33,11 @@ class ModelConfig:
     feature_hidden: int = 64  # MLP from hash features to the per-point feature that picks a code
     n_codes: int = 16  # K: the codebook size (an upper bound: pruning and gates learn how many are used)
     code_dim: int = 16
+    # Hash levels (coarsest first) the code is picked from; None: all. With fewer, the code cannot
+    # change at texture frequency (it follows regions) and the variation reads every level instead.
+    # Not the presets' default: on the 3-room family 3 levels raised FG-ARI from 0.11 to 0.25 at the
+    # same PSNR, but K=1 came within 1.8 dB of K=8 (bench/nrc_objects.py --quick, row "3 code levels").
+    code_levels: int | None = None
     # The variation bottleneck (nrc.codebook): per-point numbers in [-1, 1] that reach the decoder
     # besides the code; 0 = none (the ablation). Density's is one number, scaled to e-folds.
     variation_dim: int = 1
@@ -42,6 +47,10 @@ class ModelConfig:
     decoder_hidden: int = 64
     geo_dim: int = 15  # density-MLP features passed to the colour MLP
     color_hidden: int = 64
+
+    def __post_init__(self):
+        if self.code_levels is not None and not 1 <= self.code_levels <= self.hashgrid.n_levels:
+            raise ValueError(f"model.code_levels must be in 1..{self.hashgrid.n_levels} (or null), got {self.code_levels}")
 
 
 @dataclass
@@ -152,8 +161,9 @@ def preset(name: str) -> NRCConfig:
     """Named starting points, each with a default wall-clock budget (``train.seconds``). "gpu": the
     5-minute H100 config; "cpu": 5 minutes on 2 cores (MLPs of 32: on a CPU the per-sample MLP
     work, not the hash grid, is the larger cost of a step; 1800 steps: about what 2 loaded cores
-    run in its 300 s, so the learning rate has decayed when the budget ends; fern at 128 px measured
-    26.15 dB with 1000 steps, 27.07 dB with 1901); "tiny": 2 minutes, for tests and demos."""
+    run in its 300 s, so the learning rate has decayed when the budget ends: fern at 128 px 26.84 dB
+    in 266 s, against 26.15 dB with the earlier 1000 steps; bench/nrc.py --cpu-quick); "tiny": 2
+    minutes, for tests and demos."""
     if name == "gpu":
         return NRCConfig(train=TrainConfig(seconds=300.0))
     if name == "cpu":

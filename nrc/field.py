@@ -62,7 +62,11 @@ class SceneEncoder(nn.Module):
     def __init__(self, frame: SceneFrame, model: ModelConfig, sampler: SamplerConfig, backend: str = "auto"):
         super().__init__()
         self.hashgrid = HashGridEncoding(3, model.hashgrid.tcnn(), backend=backend)
-        self.mlp = _mlp([self.hashgrid.n_output_dims, model.feature_hidden, model.code_dim])
+        self.code_inputs = (model.code_levels or model.hashgrid.n_levels) * model.hashgrid.n_features_per_level
+        self.mlp = _mlp([self.code_inputs, model.feature_hidden, model.code_dim])
+        # The variation's own view of every level, when the code sees only the coarse ones.
+        self.detail_mlp = (_mlp([self.hashgrid.n_output_dims, model.feature_hidden, model.code_dim])
+                           if self.code_inputs < self.hashgrid.n_output_dims else None)
         self.register_buffer("center", torch.tensor(frame.center, dtype=torch.float32))
         self.register_buffer("radius", torch.tensor(float(frame.radius)))
         self.occupancy = OccupancyGrid(sampler.occupancy_resolution)
@@ -81,8 +85,12 @@ class SceneEncoder(nn.Module):
     def normalise(self, x_world: torch.Tensor) -> torch.Tensor:
         return (x_world - self.center) / self.radius
 
-    def forward(self, x_normalised: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self.hashgrid(unit_cube_from_normalised(x_normalised).float()))
+    def forward(self, x_normalised: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features that pick the code, features the variation reads): one tensor twice unless
+        the code sees only the coarse levels."""
+        h = self.hashgrid(unit_cube_from_normalised(x_normalised).float())
+        code = self.mlp(h[:, :self.code_inputs])
+        return code, (code if self.detail_mlp is None else self.detail_mlp(h))
 
 
 class Decoder(nn.Module):
@@ -169,7 +177,7 @@ class NRCModel(nn.Module):
 
     def query(self, scene: int, x_normalised: torch.Tensor, directions: torch.Tensor | None) -> FieldOutput:
         """Density, colour (when ``directions`` are given) and code assignment at points."""
-        assignment = self.codebook(self.encoders[scene](x_normalised))
+        assignment = self.codebook(*self.encoders[scene](x_normalised))
         sigma, geo = self.decoder.density(assignment, self.decoder.code_table(self.codebook.codes[:-1]))
         rgb = None if directions is None else self.decoder.color(geo, directions)
         return FieldOutput(sigma, rgb, assignment, geo)

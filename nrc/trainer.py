@@ -163,7 +163,7 @@ def restart_dead_codes(model: NRCModel, banks: list[RayBank], config: NRCConfig,
             out = render_rays(model, scene, origins, directions, outputs=("depth", "codes"))
             encoder = model.encoders[scene]
             surface = encoder.normalise(origins + directions * out["depth"][:, None].float())
-            features.append(encoder(surface).float())
+            features.append(encoder(surface)[0].float())
         share = out["codes"].float().sum(0)
         usage.append(share / share.sum().clamp_min(1e-9))
     model.train()

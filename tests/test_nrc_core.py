@@ -169,6 +169,31 @@ def test_fast_codebook_and_decoder_match_their_written_out_forms():
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
 
 
+def test_codes_read_only_the_coarse_levels_and_the_variation_reads_all():
+    """With code_levels, a change in a fine level's table moves the variation, never the code features."""
+    torch.manual_seed(0)
+    config = preset("tiny")
+    config.model.code_levels = 2
+    config.scenes = [SceneFrame("test", [0.0, 0.0, 0.0], 2.0)]
+    encoder = NRCModel(config).encoders[0]
+    x = torch.rand(300, 3) * 2 - 1
+    code, detail = encoder(x)
+    assert code.shape == detail.shape == (300, config.model.code_dim)
+    spec = encoder.hashgrid.spec
+    with torch.no_grad():  # the finest level's entries
+        encoder.hashgrid.table[spec.offsets[-2] * spec.n_features_per_level:] += 0.5
+    code2, detail2 = encoder(x)
+    torch.testing.assert_close(code2, code)
+    assert float((detail2 - detail).detach().abs().max()) > 1e-3
+    config.model.code_levels = None  # every level: one feature tensor for both
+    code, detail = NRCModel(config).encoders[0](x)
+    assert code is detail
+    saved = config.to_dict()
+    saved["model"]["code_levels"] = 99  # a hand-edited config.json: refused when read, not at model build
+    with pytest.raises(ValueError, match="code_levels must be in 1..8"):
+        type(config).from_dict(saved)
+
+
 def test_assignment_in_fp32_under_bf16_autocast():
     """Under CPU bf16 autocast the assignment equals fp32's; the same distances computed with
     autocast on (the old code) flip some, so this data can tell the two apart."""
