@@ -82,6 +82,8 @@ def _add_reconstruct(subparsers) -> None:
     p.add_argument("--no-mined-pairs", action="store_true", help="match temporal neighbours only")
     p.add_argument("--overlap", type=ac.positive_int, default=SfmConfig.sequential_overlap,
                    help="temporal neighbours matched with each frame")
+    p.add_argument("--deterministic", action="store_true",
+                   help="one COLMAP thread: the same frames give the same poses on every run (slower)")
     p.set_defaults(func=_run_reconstruct)
 
 
@@ -99,7 +101,8 @@ def _run_reconstruct(args) -> int:
     pairs = Path(args.pairs) if args.pairs else Path(args.dataset) / "pairs"
     pairs = pairs if pairs.is_dir() else None
     config = ReconstructConfig(max_frames=args.max_frames, shot=args.shot, use_mined_pairs=not args.no_mined_pairs,
-                               sfm=SfmConfig(route=args.route, mapper=args.mapper, sequential_overlap=args.overlap))
+                               sfm=SfmConfig(route=args.route, mapper=args.mapper, sequential_overlap=args.overlap,
+                                             num_threads=1 if args.deterministic else SfmConfig.num_threads))
     if already_done(args.out, reconstruct_settings(args.video, config, pairs, mask)):
         print(f"{args.out}: already reconstructed with these settings (transforms.json exists); remove it to redo")
         return 0

@@ -52,6 +52,9 @@ class SfmConfig:
     # fix its position (a static clip "registered" 33/33 frames on 4 points before this rule).
     min_frame_points: int = 10
     rig_pair_max_angle_deg: float = 75.0  # 90° cameras whose axes differ more share too little to match
+    # COLMAP threads in every stage (-1: all). Only 1 gives the same poses run to run: with threads, two
+    # runs of the dragster clip drew different paths (threads in extraction and matching, one in mapping:
+    # 56 and 41 frames registered); single-threaded, two runs agreed exactly (24 s, not 18-20 s). --deterministic.
     num_threads: int = -1
     seed: int = 0
 

@@ -145,6 +145,18 @@ def test_forward_walking_clip_registers_every_frame(walking_world, tmp_path, rou
     assert (tmp_path / "trajectory.png").stat().st_size > 0
 
 
+def test_one_thread_gives_the_same_poses_on_every_run(walking_world, tmp_path):
+    from correspondence.sfm import SfmConfig
+
+    source = SyntheticFrameSource(walking_world, height=256)
+    config = ReconstructConfig(views=ViewsConfig(rings=((2, 0.0),), size=48), sfm=SfmConfig(num_threads=1))
+    runs = [reconstruct_video(source, source.video_id, tmp_path / str(k), config, log=lambda *a: None).c2w
+            for k in range(2)]
+    assert runs[0] and runs[0].keys() == runs[1].keys()
+    for frame_id, pose in runs[0].items():
+        np.testing.assert_array_equal(pose, runs[1][frame_id])
+
+
 def test_unregistered_frames_are_reported_with_a_reason(walking_world, tmp_path):
     """A black frame in the middle of the clip cannot register; the report and the PNG say which."""
     class WithBlackFrame(SyntheticFrameSource):
