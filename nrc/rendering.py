@@ -107,12 +107,9 @@ def render_rays(model: NRCModel, scene: int, origins: torch.Tensor, directions: 
         rgb = torch.zeros(n_rays, 3, device=o.device)
         if field is not None:
             lit = (transmittance.detach().reshape(-1)[flat] >= min_transmittance).nonzero().squeeze(1)
-            if len(lit) == len(flat):  # nothing hidden: skip the gathers and their backward
-                colour = model.decoder.color(field.geo, d, ray)
-                rgb = rgb.index_add(0, ray, w[:, None] * colour.float())
-            else:
-                colour = model.decoder.color(field.geo[lit], d, ray[lit])
-                rgb = rgb.index_add(0, ray[lit], w[lit, None] * colour.float())
+            # Nothing hidden (the usual case early in training): skip the gathers and their backward.
+            geo, lit_ray, lit_w = (field.geo, ray, w) if len(lit) == len(flat) else (field.geo[lit], ray[lit], w[lit])
+            rgb = rgb.index_add(0, lit_ray, lit_w[:, None] * model.decoder.color(geo, d, lit_ray).float())
         out["rgb"] = rgb
         out["n_coloured"] = len(lit) if field is not None else 0
     if "depth" in outputs:
