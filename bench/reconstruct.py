@@ -4,8 +4,10 @@
     .venv/bin/python bench/reconstruct.py --clip synthetic          # a forward-walking synthetic world with GT
 
 A real clip is ingested (`odin ingest --fps F --equirect-width W`) and mined (`odin mine`) first, outside
-the timing; then every variant of ours (route rig / equirect; with and without mining's seed pairs; with
-and without the rig mask) and `pycolmap.panorama.reconstruct` with its defaults pose the same frames.
+the timing; then every variant of ours (route rig / equirect; with and without mining's seed pairs; each
+way of keeping the rig out) and `pycolmap.panorama.reconstruct` with its defaults pose the same frames.
+Rig handling: by default COLMAP drops matches that keep their pixel position (the stationary-match
+filter); "mask-features" masks features with the clip's rig mask instead; "no-rig-handling" does neither.
 Per variant: frames registered / total, mean reprojection error, wall and CPU time (all threads), and on
 the synthetic world the median rotation and camera-centre errors after similarity alignment to GT.
 Our default (route and mapper) comes first; the other mapper on the default route is the last of ours.
@@ -139,15 +141,19 @@ def main(argv=None) -> int:
     m = len(frames)
     routes = [SfmConfig.route] + [r for r in ("rig", "equirect") if r != SfmConfig.route]  # the default first
     other_mapper = "incremental" if SfmConfig.mapper == "global" else "global"
-    variants = [(routes[0], SfmConfig.mapper, True, True)] if args.quick else [
-        (route, SfmConfig.mapper, seeds, mask) for route in routes
-        for seeds, mask in ((True, True), (False, True), (True, False))] + [(routes[0], other_mapper, True, True)]
+    # Besides the default: without mining's seeds, with features masked by the rig mask instead of
+    # COLMAP's stationary-match filter, with neither, and the other mapper.
+    variants = [(routes[0], SfmConfig.mapper, True, "filter")] if args.quick else [
+        (route, SfmConfig.mapper, seeds, rig) for route in routes
+        for seeds, rig in ((True, "filter"), (False, "filter"), (True, "mask-features"), (True, "none"))
+    ] + [(routes[0], other_mapper, True, "filter")]
     rows = []
-    for route, mapper, seeds, mask in variants:
+    for route, mapper, seeds, rig in variants:
         label = (f"ours {route}{'' if mapper == SfmConfig.mapper else ' ' + mapper}{'' if seeds else ' no-seeds'}"
-                 f"{'' if mask else ' no-mask'}")
-        config = ReconstructConfig(max_frames=args.max_frames, use_mined_pairs=seeds, use_rig_mask=mask,
-                                   sfm=SfmConfig(route=route, mapper=mapper))
+                 f"{'' if rig == 'filter' else ' ' + ('no-rig-handling' if rig == 'none' else rig)}")
+        config = ReconstructConfig(max_frames=args.max_frames, use_mined_pairs=seeds, sfm=SfmConfig(
+            route=route, mapper=mapper, mask_features=rig == "mask-features",
+            filter_stationary_matches=None if rig == "filter" else False))
         run_dir = out / label.replace(" ", "_")
         shutil.rmtree(run_dir, ignore_errors=True)
         result, wall, cpu = timed(reconstruct_video, source, video_id, run_dir, config, pairs_dir=pairs,
@@ -170,7 +176,7 @@ def main(argv=None) -> int:
         line = f"{label:32s} {len(c2w):>4d}/{m:<5d} {error:9.2f} {wall:7.1f} {cpu:7.1f} {step_ratio(c2w, frames):12.1f}"
         if gt:
             rot, centre = trajectory_errors(c2w, gt)
-            line += f"   {rot:11.3f}   {centre:10.4f}"
+            line += f"   {rot:11.4f}   {centre:10.5f}"
         print(line)
     ours, theirs = rows[0], rows[-1]
     print(f"ours / pycolmap.panorama wall time: {ours[3] / max(theirs[3], 1e-9):.2f}x")

@@ -82,8 +82,12 @@ def _add_reconstruct(subparsers) -> None:
     p.add_argument("--no-mined-pairs", action="store_true", help="match temporal neighbours only")
     p.add_argument("--overlap", type=ac.positive_int, default=SfmConfig.sequential_overlap,
                    help="temporal neighbours matched with each frame")
-    p.add_argument("--deterministic", action="store_true",
-                   help="one COLMAP thread: the same frames give the same poses on every run (slower)")
+    p.add_argument("--mask-features", action="store_true",
+                   help="extract no features under the rig mask, instead of dropping the matches that keep their "
+                        "pixel position between two frames (the default)")
+    p.add_argument("--mapper-threads", type=ac.positive_int, default=SfmConfig.mapper_threads,
+                   help="threads of the mapper; above 1 it is faster on many cores, but poses differ from run "
+                        "to run (default 1: the same frames give the same poses)")
     p.set_defaults(func=_run_reconstruct)
 
 
@@ -102,7 +106,7 @@ def _run_reconstruct(args) -> int:
     pairs = pairs if pairs.is_dir() else None
     config = ReconstructConfig(max_frames=args.max_frames, shot=args.shot, use_mined_pairs=not args.no_mined_pairs,
                                sfm=SfmConfig(route=args.route, mapper=args.mapper, sequential_overlap=args.overlap,
-                                             num_threads=1 if args.deterministic else SfmConfig.num_threads))
+                                             mapper_threads=args.mapper_threads, mask_features=args.mask_features))
     if already_done(args.out, reconstruct_settings(args.video, config, pairs, mask)):
         print(f"{args.out}: already reconstructed with these settings (transforms.json exists); remove it to redo")
         return 0

@@ -14,8 +14,11 @@ others is refused). SfM scale is arbitrary.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -213,7 +216,8 @@ def _reconstruct(source: FrameSource, video_id: str, out: Path, config: Reconstr
     work.mkdir(parents=True)
     names = [f"{k:06d}.jpg" for k in range(len(frames))]
     result = reconstruct_frames((source.load_equirect(f.frame_id)[..., ::-1] for f in frames), names, work, config.sfm,
-                                keep=None if rig is None else ~rig, seed_pairs=seeds, rotations=rotations, log=log)
+                                keep=None if rig is None or not config.sfm.mask_features else ~rig,
+                                seed_pairs=seeds, rotations=rotations, log=log)
     report = frame_report(frames, result)
     seconds = time.perf_counter() - start
     mean_error = float(np.mean(list(result.reprojection_px.values()))) if result.reprojection_px else float("nan")
@@ -271,17 +275,32 @@ def _write_scene(source, frames, result: SfmResult, out: Path, config: Reconstru
             if not cv2.imwrite(str(path), np.where(view > 127, 255, 0).astype(np.uint8)):
                 raise OdinError("could not write image", path)
             view_masks.append(path)
+    def write_views(k: int, rgb: np.ndarray) -> None:
+        for v, view in enumerate(extract_views(rgb, specs)):
+            path = views_dir / f"{k:06d}_v{v:02d}.jpg"
+            if not cv2.imwrite(str(path), view[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95]):
+                raise OdinError("could not write image", path)
+
+    # Resampling and JPEG encoding release the GIL: threads write the views in half the time on 2 cores
+    # (2.6 s of a 60-frame, 18 s reconstruction were these writes, one after another).
+    # At most two frames per thread in flight: a 4K panorama is 22 MB.
+    workers = os.cpu_count() or 1
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending = deque()
+        for k in sorted(result.c2w):
+            if len(pending) >= 2 * workers:
+                pending.popleft().result()
+            pending.append(pool.submit(write_views, k, source.load_equirect(frames[k].frame_id)))
+        for write in pending:
+            write.result()
     for k in sorted(result.c2w):
         fr = frames[k]
         c2w_frame = result.c2w[k]
         c2w_by_id[fr.frame_id] = c2w_frame
-        rgb = source.load_equirect(fr.frame_id)
-        for v, (spec, view) in enumerate(zip(specs, extract_views(rgb, specs))):
-            path = views_dir / f"{k:06d}_v{v:02d}.jpg"
-            if not cv2.imwrite(str(path), view[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95]):
-                raise OdinError("could not write image", path)
+        for v, spec in enumerate(specs):
             c2w_view = c2w_frame @ cv.make_pose(spec.R_frame_from_view, np.zeros(3))
-            posed.append(PosedFrame(path, c2w_view, spec.size, spec.size, spec.intrinsics, "PINHOLE", float(fr.time),
+            posed.append(PosedFrame(views_dir / f"{k:06d}_v{v:02d}.jpg", c2w_view, spec.size, spec.size,
+                                    spec.intrinsics, "PINHOLE", float(fr.time),
                                     mask_path=None if view_masks is None else view_masks[v]))
     if result.points_ply is not None and result.points_ply.exists():
         result.points_ply.replace(out / "points.ply")

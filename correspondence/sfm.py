@@ -8,8 +8,9 @@
 
 Both match only the frame pairs they are given (mining's verified pairs plus temporal
 neighbours) instead of exhaustive or blind sequential matching; the rig route expands a frame
-pair to the camera pairs whose views can overlap. The rig/self-body mask removes features on
-pixels that move with the camera. A 360° camera walking forward needs
+pair to the camera pairs whose views can overlap. What moves with the camera (a car body, a
+tripod) is kept out by COLMAP's stationary-match filter, per frame pair, or with ``mask_features``
+by the clip's rig mask. A 360° camera walking forward needs
 ``init_max_forward_motion = 1``: COLMAP's default (0.95) is a pinhole rule that rejects every
 initial pair of such a clip.
 """
@@ -51,11 +52,21 @@ class SfmConfig:
     # A posed frame counts as registered only when it sees this many triangulated points: fewer cannot
     # fix its position (a static clip "registered" 33/33 frames on 4 points before this rule).
     min_frame_points: int = 10
+    # What moves with the camera, out of SfM. Default: COLMAP drops, per frame pair, the matches that keep
+    # their pixel position (filter_stationary_matches). mask_features: no features under the clip's rig
+    # mask instead, which also covers far content that barely moves (the road ahead and the horizon of the
+    # dragster clip: 17 of 59 frames registered after a jump, 0 with the filter; car and drone clips
+    # registered the same either way; README). COLMAP's 4 px for "stationary": with 1 or 2 px the dragster
+    # had 7 and 24 frames after a jump (rig edges shake by a few pixels).
+    mask_features: bool = False
+    filter_stationary_matches: bool | None = None  # None: when features are not masked
     rig_pair_max_angle_deg: float = 75.0  # 90° cameras whose axes differ more share too little to match
-    # COLMAP threads in every stage (-1: all). Only 1 gives the same poses run to run: with threads, two
-    # runs of the dragster clip drew different paths (threads in extraction and matching, one in mapping:
-    # 56 and 41 frames registered); single-threaded, two runs agreed exactly (24 s, not 18-20 s). --deterministic.
+    # Feature extraction and matching use every thread (-1) and still give the same database run to run:
+    # images are numbered in frame order and every pair's RANSAC is seeded. The mappers are not: with
+    # threads, two runs of the dragster clip drew different paths (56 and 41 frames registered), and on 2
+    # cores one mapping thread costs ~0.3-0.5 s of its 5 s. More threads: faster on many cores, poses vary.
     num_threads: int = -1
+    mapper_threads: int = 1
     seed: int = 0
 
     def __post_init__(self):
@@ -63,6 +74,8 @@ class SfmConfig:
             raise OdinError(f"--route must be one of {', '.join(ROUTES)}, got {self.route!r}")
         if self.mapper not in MAPPERS:
             raise OdinError(f"--mapper must be one of {', '.join(MAPPERS)}, got {self.mapper!r}")
+        if self.mapper_threads == 0 or self.mapper_threads < -1:
+            raise OdinError(f"--mapper-threads must be >= 1 (or -1: all), got {self.mapper_threads}")
         if self.sequential_overlap < 0:
             raise OdinError(f"--overlap must be >= 0, got {self.sequential_overlap}")
 
@@ -161,7 +174,7 @@ def _rig_config(specs: list[ViewSpec]):
 
 
 def run_colmap(work: Path, route: str, images: list[list[str]], pairs: list[tuple[str, str]], specs,
-               config: SfmConfig, log=print):
+               config: SfmConfig, log=print, filter_stationary: bool = False):
     """Feature extraction, matching of the given pairs, mapping; returns (reconstructions, seconds)."""
     import pycolmap
 
@@ -184,8 +197,13 @@ def run_colmap(work: Path, route: str, images: list[list[str]], pairs: list[tupl
     extraction.sift.first_octave = config.sift_first_octave if config.sift_first_octave is not None else (
         -1 if height < 512 else 0)
     start = time.perf_counter()
-    pycolmap.extract_features(db, image_dir, image_names=[n for frame in images for n in frame],
-                              camera_mode=pycolmap.CameraMode.SINGLE if route == "equirect" else pycolmap.CameraMode.PER_FOLDER,
+    names = [n for frame in images for n in frame]
+    camera_mode = pycolmap.CameraMode.SINGLE if route == "equirect" else pycolmap.CameraMode.PER_FOLDER
+    # Images enter the database first, in frame order: threaded extraction otherwise numbers them in the
+    # order its threads finish, and the mappers, which visit images by id, drew different paths run to run.
+    pycolmap.Database.open(db).close()
+    pycolmap.import_images(db, image_dir, camera_mode=camera_mode, image_names=names, options=reader)
+    pycolmap.extract_features(db, image_dir, image_names=names, camera_mode=camera_mode,
                               reader_options=reader, extraction_options=extraction, device=pycolmap.Device.cpu)
     seconds["features"] = time.perf_counter() - start
     if route == "rig":
@@ -196,9 +214,13 @@ def run_colmap(work: Path, route: str, images: list[list[str]], pairs: list[tupl
     matching = pycolmap.FeatureMatchingOptions(num_threads=config.num_threads)
     matching.rig_verification = route == "rig"
     matching.skip_image_pairs_in_same_frame = route == "rig"
+    verification = pycolmap.TwoViewGeometryOptions()
+    verification.filter_stationary_matches = filter_stationary
+    verification.ransac.random_seed = config.seed  # unseeded, each thread's RANSAC draws differ run to run
     start = time.perf_counter()
     pycolmap.match_image_pairs(db, matching_options=matching,
                                pairing_options=pycolmap.ImportedPairingOptions(match_list_path=match_list),
+                               verification_options=verification,
                                device=pycolmap.Device.cpu)
     seconds["matching"] = time.perf_counter() - start
     log(f"reconstruct: {len(pairs)} image pairs matched in {seconds['matching']:.1f} s; mapping ({config.mapper})")
@@ -207,7 +229,7 @@ def run_colmap(work: Path, route: str, images: list[list[str]], pairs: list[tupl
     start = time.perf_counter()
     pycolmap.set_random_seed(config.seed)
     if config.mapper == "incremental":
-        options = pycolmap.IncrementalPipelineOptions(num_threads=config.num_threads, random_seed=config.seed)
+        options = pycolmap.IncrementalPipelineOptions(num_threads=config.mapper_threads, random_seed=config.seed)
         options.mapper.init_max_forward_motion = config.init_max_forward_motion
         options.mapper.init_min_tri_angle = config.init_min_tri_angle_deg
         options.mapper.abs_pose_min_num_inliers = config.abs_pose_min_num_inliers
@@ -217,7 +239,7 @@ def run_colmap(work: Path, route: str, images: list[list[str]], pairs: list[tupl
             options.ba_refine_focal_length = options.ba_refine_principal_point = options.ba_refine_extra_params = False
         maps = pycolmap.incremental_mapping(db, image_dir, sparse, options)
     else:
-        options = pycolmap.GlobalPipelineOptions(num_threads=config.num_threads, random_seed=config.seed)
+        options = pycolmap.GlobalPipelineOptions(num_threads=config.mapper_threads, random_seed=config.seed)
         options.min_model_size = 3
         if route == "rig":
             options.mapper.refine_sensor_from_rig = False
@@ -282,7 +304,10 @@ def reconstruct_frames(frames_bgr, names: list[str], work: Path, config: SfmConf
     pairs = image_pairs(config.route, frame_pairs(len(names), config.sequential_overlap, seed_pairs), images, specs,
                         rotations or {}, config)
     seconds = {"render": time.perf_counter() - start}
-    db, models, run_seconds = run_colmap(work, config.route, images, pairs, specs, config, log)
+    filter_stationary = config.filter_stationary_matches
+    if filter_stationary is None:
+        filter_stationary = keep is None or bool(np.all(keep))
+    db, models, run_seconds = run_colmap(work, config.route, images, pairs, specs, config, log, filter_stationary)
     seconds.update(run_seconds)
     verified = _verified_frames(db, frame_of_image)
     keypoints = _keypoint_counts(db, frame_of_image)

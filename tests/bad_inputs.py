@@ -252,7 +252,7 @@ CASES: list[Case] = [
     Case("reconstruct unknown video", "reconstruct {dataset} --video nope --out {out}", "{dataset}"),
     Case("reconstruct --out under a file", "reconstruct {dataset} --video v --out {a_file}/sub", "{a_file}"),
     *_flags("reconstruct ", _RECON, [("--max-frames", "-1"), ("--overlap", "0"), ("--shot", "-1"),
-                                     ("--mask", "{corrupt_png}")]),
+                                     ("--mapper-threads", "0"), ("--mask", "{corrupt_png}")]),
     # import-poses
     *[Case(f"import-poses {t}", f"{_IMPORT} {{{t}}}", "transforms.json") for t in _TF],
     Case("import-poses an .mp4", f"{_IMPORT} {{video}}", "{video}"),

@@ -145,11 +145,14 @@ def test_forward_walking_clip_registers_every_frame(walking_world, tmp_path, rou
     assert (tmp_path / "trajectory.png").stat().st_size > 0
 
 
-def test_one_thread_gives_the_same_poses_on_every_run(walking_world, tmp_path):
+@pytest.mark.parametrize("route", ["equirect", "rig"])
+def test_the_same_frames_give_the_same_poses_on_every_run(walking_world, tmp_path, route):
+    """The defaults: threaded extraction and matching (images numbered in frame order, seeded RANSAC),
+    one mapper thread."""
     from correspondence.sfm import SfmConfig
 
     source = SyntheticFrameSource(walking_world, height=256)
-    config = ReconstructConfig(views=ViewsConfig(rings=((2, 0.0),), size=48), sfm=SfmConfig(num_threads=1))
+    config = ReconstructConfig(views=ViewsConfig(rings=((2, 0.0),), size=48), sfm=SfmConfig(route=route))
     runs = [reconstruct_video(source, source.video_id, tmp_path / str(k), config, log=lambda *a: None).c2w
             for k in range(2)]
     assert runs[0] and runs[0].keys() == runs[1].keys()
@@ -235,8 +238,10 @@ def test_flythrough_of_a_static_camera_looks_around():
     assert np.ptp(np.unwrap(np.radians(headings))) > np.radians(300)
 
 
-def test_camera_attached_rig_is_masked_and_the_walk_registers(tmp_path):
-    """synth (a box fixed to the camera) -> ingest (detects the rig) -> reconstruct (masks its features)."""
+@pytest.mark.parametrize("features", [[], ["--mask-features"]])
+def test_camera_attached_rig_is_masked_and_the_walk_registers(tmp_path, features):
+    """synth (a box fixed to the camera) -> ingest (detects the rig) -> reconstruct (drops its stationary
+    matches, or with --mask-features its features); the output views carry the mask either way."""
     from correspondence.synthetic_source import SyntheticFrameSource
     from ingest.dataset import Dataset
     from ingest.synth import CameraPathConfig, SynthConfig, generate
@@ -249,9 +254,10 @@ def test_camera_attached_rig_is_masked_and_the_walk_registers(tmp_path):
     video = dataset.video_ids()[0]
     detected, exact = dataset.rig_mask(video), SyntheticFrameSource(world, height=256).rig_mask(video)
     assert detected is not None and (detected & exact).sum() / (detected | exact).sum() > 0.6
-    assert main(["reconstruct", str(tmp_path / "ds"), "--video", video, "--out", str(tmp_path / "rec")]) == 0
+    assert main(["reconstruct", str(tmp_path / "ds"), "--video", video, "--out", str(tmp_path / "rec"), *features]) == 0
     report = json.loads((tmp_path / "rec" / "report.json").read_text())
     assert report["rig_mask_fraction"] > 0.02
+    assert all(frame["mask_path"] for frame in json.loads((tmp_path / "rec" / "transforms.json").read_text())["frames"])
     assert report["registered"] == report["frames"] == len(dataset.frames(video))
 
 
