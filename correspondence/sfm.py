@@ -129,6 +129,9 @@ def write_inputs(route: str, frames_bgr, names: list[str], keep: np.ndarray | No
         keep_mask = np.full((h, w), 255, np.uint8) if keep is None else resize_mask(keep, w, h).astype(np.uint8) * 255
         if route == "equirect":
             _write(image_dir / name, bgr)
+            # Written even when nothing is masked: without mask files, two runs on the same dragster
+            # frames extracted differently (58 and 59 frames registered, different paths); with them,
+            # every run gave the same poses.
             _write(mask_dir / f"{name}.png", keep_mask)
             per_frame.append([name])
             continue
