@@ -275,6 +275,7 @@ def _write_scene(source, frames, result: SfmResult, out: Path, config: Reconstru
             if not cv2.imwrite(str(path), np.where(view > 127, 255, 0).astype(np.uint8)):
                 raise OdinError("could not write image", path)
             view_masks.append(path)
+
     def write_views(k: int, rgb: np.ndarray) -> None:
         for v, view in enumerate(extract_views(rgb, specs)):
             path = views_dir / f"{k:06d}_v{v:02d}.jpg"

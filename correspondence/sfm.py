@@ -63,8 +63,9 @@ class SfmConfig:
     rig_pair_max_angle_deg: float = 75.0  # 90° cameras whose axes differ more share too little to match
     # Feature extraction and matching use every thread (-1) and still give the same database run to run:
     # images are numbered in frame order and every pair's RANSAC is seeded. The mappers are not: with
-    # threads, two runs of the dragster clip drew different paths (56 and 41 frames registered), and on 2
-    # cores one mapping thread costs ~0.3-0.5 s of its 5 s. More threads: faster on many cores, poses vary.
+    # threads, three runs of the dragster clip on that same database registered 58, 58 and 59 frames on three
+    # different paths, and on 2 cores one mapping thread costs ~0.3-0.5 s of its 5 s. More threads: faster
+    # on many cores, poses vary.
     num_threads: int = -1
     mapper_threads: int = 1
     seed: int = 0
