@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from nrc.codebook import Assignment, Codebook
+from nrc.codebook_cpu import assign_and_decode, fused_available
 from nrc.config import ModelConfig, NRCConfig, SamplerConfig, SceneFrame
 from nrc.hashgrid import HashGridEncoding
 from nrc.sampling import OccupancyGrid, s_spacing, unit_cube_from_normalised
@@ -170,6 +171,9 @@ class NRCModel(nn.Module):
         self.encoders = nn.ModuleList(SceneEncoder(f, m, config.sampler, backend) for f in config.scenes)
         self.codebook = Codebook(m.n_codes, m.code_dim, m.variation_dim, m.assign_temperature)
         self.decoder = Decoder(m)
+        # The codebook and the code's density as one C++ kernel on CPU (nrc.codebook_cpu); False:
+        # the torch modules, its reference.
+        self.fused_codebook = True
 
     @property
     def n_scenes(self) -> int:
@@ -177,8 +181,14 @@ class NRCModel(nn.Module):
 
     def query(self, scene: int, x_normalised: torch.Tensor, directions: torch.Tensor | None) -> FieldOutput:
         """Density, colour (when ``directions`` are given) and code assignment at points."""
-        assignment = self.codebook(*self.encoders[scene](x_normalised))
-        sigma, geo = self.decoder.density(assignment, self.decoder.code_table(self.codebook.codes[:-1]))
+        features, detail = self.encoders[scene](x_normalised)
+        table = self.decoder.code_table(self.codebook.codes[:-1])
+        if self.fused_codebook and fused_available(self.codebook, features):
+            assignment, sigma, geo = assign_and_decode(self.codebook, trunc_exp(table[:, 0].float() + 1.0),
+                                                       table[:, 1:], self.decoder.density_variation, features, detail)
+        else:
+            assignment = self.codebook(features, detail)
+            sigma, geo = self.decoder.density(assignment, table)
         rgb = None if directions is None else self.decoder.color(geo, directions)
         return FieldOutput(sigma, rgb, assignment, geo)
 

@@ -7,6 +7,7 @@ import torch
 
 from nrc.hashgrid import HashGridEncoding, HashGridSpec, hash_grid_cpu, hash_grid_reference
 from nrc.hashgrid import cpu_backend
+from nrc.native import LazyLibrary
 
 # Only a machine without a C++ compiler may skip; a kernel that fails to build fails here.
 pytestmark = pytest.mark.skipif(shutil.which(os.environ.get("CXX", "c++")) is None,
@@ -99,9 +100,7 @@ def test_auto_falls_back_to_reference_with_one_warning(monkeypatch):
         raise RuntimeError("Error building extension 'odin360_hashgrid_cpu'\nsimulated: g++ not found")
 
     monkeypatch.setattr(encoding, "_warned_no_cpu_backend", False)
-    monkeypatch.setattr(cpu_backend, "_build", broken_build)
-    monkeypatch.setattr(cpu_backend, "_library", None)
-    monkeypatch.setattr(cpu_backend, "_failure", None)
+    monkeypatch.setattr(cpu_backend, "_kernels", LazyLibrary(broken_build))
     enc = HashGridEncoding(3, small_config(2))
     x = torch.rand(32, 3)
     with pytest.warns(RuntimeWarning, match="g[+][+] not found") as record:

@@ -4,52 +4,27 @@ Chosen by measurement (2^16 uniform points, 16 levels x 2, T = 2^19, 2 threads, 
 the shared 2-core machine): the same algorithm written with numba (``parallel=True``) took 3.1x
 longer forward and 1.8x longer for the table gradient than this C++, and ``torch.compile`` of
 the reference is the baseline bench/hashgrid.py reports. The kernels are built on first use
-with ``torch.utils.cpp_extension.load`` (g++ and ninja; cached in torch's extension directory,
-rebuilt when the source changes) and called through ctypes. The source includes no torch or
-Python header, so the build takes about 7 s instead of the ~1 CPU-minute that
+by ``nrc.native`` (g++ and ninja, cached) and called through ctypes. The source includes no
+torch or Python header, so the build takes about 7 s instead of the ~1 CPU-minute that
 ``torch/extension.h`` costs. Threads follow ``torch.get_num_threads()``.
 """
 from __future__ import annotations
 
 import ctypes
 import functools
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
+from ..native import LazyLibrary, build_library
 from .spec import PARAM_DTYPES, HashGridSpec, check_positions, check_table
 
 SOURCE = Path(__file__).with_name("cpu_kernels.cpp")
-# No -march=native: the build cache may be shared by machines of different kinds. No contraction
-# into fma, so that the float arithmetic stays the reference's.
-CFLAGS = ["-O3", "-fopenmp", "-ffp-contract=off"]
-
-_library = None
-_failure: str | None = None
-
-
-def _put_ninja_on_path() -> None:
-    """torch runs ``ninja`` from PATH; the pip package's binary is not there when the venv's
-    scripts are run without activating it (``.venv/bin/odin``)."""
-    if shutil.which("ninja") is None:
-        try:
-            import ninja
-        except ImportError:
-            return
-        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
-
 
 def _build() -> ctypes.CDLL:
-    from torch.utils.cpp_extension import load
-
-    _put_ninja_on_path()
-    path = load("odin360_hashgrid_cpu", [str(SOURCE)], extra_cflags=CFLAGS, extra_ldflags=["-fopenmp"],
-                is_python_module=False, verbose=False)
-    library = ctypes.CDLL(path)
+    library = build_library("odin360_hashgrid_cpu", SOURCE)
     pointer, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     grid = [pointer] * 5 + [i64, i32, i32]  # scales, offsets, sizes, dense, resolutions, L, smoothstep, threads
     library.hashgrid_forward.argtypes = [pointer] * 3 + [i64, i32, i32] + grid
@@ -62,16 +37,12 @@ def _build() -> ctypes.CDLL:
     return library
 
 
+_kernels = LazyLibrary(_build)
+
+
 def _load_library():
-    """The built kernels, or None (with the reason kept in ``_failure``) when they cannot be built."""
-    global _library, _failure
-    if _library is None and _failure is None:
-        try:
-            _library = _build()
-        except Exception as error:  # no compiler, no ninja, a failed build or load
-            lines = str(error).strip().splitlines()
-            _failure = f"{type(error).__name__}: {lines[-1] if lines else ''}"[:300]
-    return _library
+    """The built kernels, or None (with the reason in ``_kernels.failure``) when they cannot be built."""
+    return _kernels.load()
 
 
 def cpu_backend_available() -> bool:
@@ -81,7 +52,7 @@ def cpu_backend_available() -> bool:
 
 def unavailable_reason() -> str | None:
     _load_library()
-    return _failure
+    return _kernels.failure
 
 
 @functools.lru_cache(maxsize=32)
@@ -106,7 +77,7 @@ def _transpose(src: torch.Tensor, spec: HashGridSpec, to_point_major: bool) -> t
     n = src.numel() // spec.n_output_dims
     shape = (n, spec.n_output_dims) if to_point_major else (spec.n_levels, n, spec.n_features_per_level)
     dst = torch.empty(shape, dtype=torch.float32)
-    _library.hashgrid_transpose(src.data_ptr(), dst.data_ptr(), n, spec.n_levels, spec.n_features_per_level,
+    _kernels.library.hashgrid_transpose(src.data_ptr(), dst.data_ptr(), n, spec.n_levels, spec.n_features_per_level,
                                 int(to_point_major), torch.get_num_threads())
     return dst
 
@@ -121,7 +92,7 @@ class _HashGridCPU(torch.autograd.Function):
         n, features = x.shape[0], spec.n_features_per_level
         out = torch.empty(spec.n_levels, n, features, dtype=torch.float32)  # level-major, see the kernels
         if n:
-            _call(_library.hashgrid_forward, (_float32(x), _float32(table), out), n, spec)
+            _call(_kernels.library.hashgrid_forward, (_float32(x), _float32(table), out), n, spec)
         ctx.save_for_backward(x, table)
         ctx.spec = spec
         return _transpose(out, spec, to_point_major=True).to(table.dtype)
@@ -138,12 +109,12 @@ class _HashGridCPU(torch.autograd.Function):
         if table_grad:
             grad_table = torch.empty(spec.n_params, dtype=torch.float32)
             by_level = _transpose(grad32, spec, to_point_major=False)
-            _call(_library.hashgrid_backward_table, (x32, by_level, grad_table), n, spec)
+            _call(_kernels.library.hashgrid_backward_table, (x32, by_level, grad_table), n, spec)
             grad_table = grad_table.to(table.dtype)
         if x_grad:
             grad_x = torch.empty(n, spec.n_input_dims, dtype=torch.float32)
             if n:
-                _call(_library.hashgrid_backward_x, (x32, _float32(table), grad32, grad_x), n, spec)
+                _call(_kernels.library.hashgrid_backward_x, (x32, _float32(table), grad32, grad_x), n, spec)
             grad_x = grad_x.to(x.dtype)
         return grad_x, grad_table, None
 
@@ -163,5 +134,5 @@ def hash_grid_cpu(x: torch.Tensor, table: torch.Tensor, spec: HashGridSpec, chec
     if x.device.type != "cpu" or table.device.type != "cpu":
         raise ValueError(f"cpu backend needs CPU tensors, got positions on {x.device} and the table on {table.device}")
     if _load_library() is None:
-        raise ValueError(f"backend 'cpu' could not build its kernels ({_failure})")
+        raise ValueError(f"backend 'cpu' could not build its kernels ({_kernels.failure})")
     return _HashGridCPU.apply(x, table, spec)
