@@ -142,6 +142,41 @@ def timed_fit(scene, out: Path, config, seconds: float, curve_every: float | Non
     return result, report, eval_s, points
 
 
+def fused_codebook_ab(scene, out: Path, reps: int = 6, steps: int = 10) -> tuple[float, float]:
+    """Median ms per cpu-preset training step (fern at 128 px) with the fused codebook kernel and
+    with its torch reference, alternating in one process on one model (after 100 warm-up steps)."""
+    from nrc.data import RayBank
+    from nrc.field import NRCModel
+    from nrc.trainer import make_optimizer, prepare_run, scene_batches, step_generator, training_loss, update_occupancy
+
+    config = quick_config("cpu", 128, 60.0)
+    config, scenes = prepare_run([scene], out, config, None, None)
+    bank = RayBank(scenes[0].views, torch.device("cpu"))
+    torch.manual_seed(0)
+    model = NRCModel(config)
+    optimizer = make_optimizer(model, config.train.lr)
+
+    def step(i: int) -> None:
+        gen = step_generator(0, i, "cpu")
+        loss, _, _ = training_loss(model, scene_batches([bank], config.train.batch_rays, gen), config, gen)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for i in range(100):
+        step(i)
+        update_occupancy(model, config, i, torch.device("cpu"))
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for rep in range(reps):
+        for fused in (True, False):
+            model.fused_codebook = fused
+            t = time.perf_counter()
+            for i in range(steps):
+                step(100 + i)
+            times[fused].append((time.perf_counter() - t) / steps * 1000)
+    return float(np.median(times[True])), float(np.median(times[False]))
+
+
 def cpu_quick(out: Path, fern_seconds: float = 300.0, world_max_seconds: float = 300.0) -> None:
     from ingest.synth import SynthConfig, generate
     from nrc.trainer import fit
@@ -163,6 +198,9 @@ def cpu_quick(out: Path, fern_seconds: float = 300.0, world_max_seconds: float =
               f"{rays / result.seconds:,.0f} rays/s; steps in the preset's default {preset(name).train.seconds:.0f} s "
               f"at this rate: ~{result.step / result.seconds * preset(name).train.seconds:.0f}"
               + (f"; {work_line(trained[-1])}" if trained else ""))
+    fused_ms, torch_ms = fused_codebook_ab(FERN, out / "codebook_ab")
+    print(f"cpu preset step on fern at 128 px, same model, alternating: fused codebook kernel {fused_ms:.1f} ms, "
+          f"its torch reference {torch_ms:.1f} ms ({torch_ms / fused_ms:.2f}x)")
     world_seconds = min(world_max_seconds, QUICK_TOTAL - (time.perf_counter() - start) - fern_seconds - 90.0)
     if world_seconds >= 30:
         world = generate(out / "world", SynthConfig(seconds=8.0, fps=5.0, width=256, seed=0, n_objects=6),

@@ -22,7 +22,9 @@ SOURCE = Path(__file__).with_name("codebook_kernels.cpp")
 
 
 def _build() -> ctypes.CDLL:
-    library = build_library("odin360_codebook_cpu", SOURCE)
+    # No trapping math (results unchanged): without it GCC keeps the float selects of the softmax's
+    # exp as branches and does not vectorise the loop.
+    library = build_library("odin360_codebook_cpu", SOURCE, ("-fno-trapping-math", "-Wno-psabi"))
     p, i64, i32, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_float
     library.codebook_density_forward.argtypes = [p] * 9 + [f32, f32, i64, i32, i32, i32, i32] + [p] * 6 + [i32]
     library.codebook_density_forward.restype = None

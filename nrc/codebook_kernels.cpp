@@ -11,13 +11,12 @@
 // softmax(logits) (codes in `shut` take no share). Per point the torch version makes ~30 passes
 // over (N, K + 1) and (N, D) tensors; here a point is read once forward and once backward.
 //
-// Threads split points in chunks; per-code gradient sums are kept in float per chunk, in double
-// per thread, and added in thread order at the end (the same result for the same thread count).
+// Threads split points in chunks; per-code gradient sums are kept in float per chunk and added in
+// double in chunk order at the end, so the result does not depend on the number of threads.
 // The per-point work is compiled twice, for AVX2 and for baseline x86-64, and picked at load
 // time (the build cache may be shared by machines of different kinds: no -march=native).
-#include <omp.h>
-
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -86,7 +85,7 @@ ODIN_INLINE void logits_of(const Kernel& a, const float* h, float* out) {
 ODIN_INLINE float fast_exp(float x) {
   const bool underflow = x < -87.0f;
   x = std::min(std::max(x, -87.0f), 88.0f);
-  const float n = std::nearbyint(x * 1.44269504f);
+  const float n = std::floor(x * 1.44269504f + 0.5f);
   const float r = (x - n * 0.693145752f) - n * 1.42860677e-6f;
   float p = 1.0f / 720.0f;
   p = p * r + 1.0f / 120.0f;
@@ -95,9 +94,34 @@ ODIN_INLINE float fast_exp(float x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
+  const float scale = std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
+  return underflow ? 0.0f : p * scale;
+}
+
+// fast_exp on 8 lanes with GCC's vector extensions, for x <= 0 (the softmax's): written out because
+// GCC does not vectorise the scalar version's loop (its float selects stay branches).
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+ODIN_INLINE v8f load8(const float* p) {
+  v8f v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+ODIN_INLINE v8f exp8_nonpositive(v8f x) {
+  const v8i underflow = x < -87.0f;
+  x = underflow ? -87.0f : x;
+  const v8i ni = __builtin_convertvector(x * 1.44269504f - 0.5f, v8i);  // rounds to nearest for x <= 0
+  const v8f n = __builtin_convertvector(ni, v8f);
+  const v8f r = (x - n * 0.693145752f) - n * 1.42860677e-6f;
+  v8f p = r * (1.0f / 720.0f) + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const v8f scale = reinterpret_cast<v8f>((ni + 127) << 23);
   return underflow ? 0.0f : p * scale;
 }
 
@@ -160,7 +184,7 @@ ODIN_INLINE void backward_impl(const Kernel& a, int64_t begin, int64_t end, cons
   const Sums at(a);
   float *acc_codes = acc + at.codes, *acc_w = acc + at.w, *acc_b = acc + at.b;
   float *acc_density = acc + at.density, *acc_table = acc + at.table;
-  float prob[kMaxKp], dprob[kMaxKp], dpre[kMaxKp], gh[kMaxD], gx[kMaxD];
+  float prob[kMaxKp] = {}, dprob[kMaxKp] = {}, dpre[kMaxKp] = {}, gh[kMaxD] = {}, gx[kMaxD] = {};
   const bool same = grad_detail == grad_features;
   for (int64_t p = begin; p < end; ++p) {
     const float* h = a.features + p * a.d;
@@ -176,13 +200,17 @@ ODIN_INLINE void backward_impl(const Kernel& a, int64_t begin, int64_t end, cons
       float top = -INFINITY;
       for (int c = 0; c <= a.k; ++c)
         if (!a.shut[c]) top = std::max(top, prob[c]);
-      float total = 0.0f;
-#pragma omp simd reduction(+ : total)
-      for (int c = 0; c < kp; ++c) {
-        // Shut codes (their logit may exceed top) and the padding take no share.
-        prob[c] = fast_exp(std::min(prob[c] - top, 0.0f)) * a.soft_share[c];
-        total += prob[c];
+      // Shut codes (their logit may exceed top) and the padding take no share.
+      v8f sums = {};
+      for (int c = 0; c < kp; c += 8) {
+        v8f y = load8(prob + c) - top;
+        y = y > 0.0f ? 0.0f : y;
+        const v8f e = exp8_nonpositive(y) * load8(a.soft_share.data() + c);
+        std::memcpy(prob + c, &e, sizeof(e));
+        sums += e;
       }
+      float total = 0.0f;
+      for (int i = 0; i < 8; ++i) total += sums[i];
       // d prob_c = gs * ev * density_c + gg . table_c (0 for the empty code and the padding)
       const float se = gs * ev;
 #pragma omp simd
@@ -317,15 +345,13 @@ void codebook_density_forward(const float* features, const float* detail, const 
   const Kernel a = make_kernel(features, detail, codes, bias, never, nullptr, w, b, density, table,
                                density_variation, temperature, n, d, k, g, nv);
   const int64_t chunks = (n + kChunk - 1) / kChunk;
+  std::vector<double> partial(2 * chunks, 0.0);  // per chunk, added in chunk order (as the backward's)
+#pragma omp parallel for num_threads(std::max(1, threads)) schedule(static)
+  for (int64_t c = 0; c < chunks; ++c)
+    forward_points(a, c * kChunk, std::min(n, (c + 1) * kChunk), sigma, geo, slot, nearest, variation,
+                   &partial[2 * c], &partial[2 * c + 1]);
   double vq = 0.0, var = 0.0;
-#pragma omp parallel for num_threads(std::max(1, threads)) schedule(static) reduction(+ : vq, var)
-  for (int64_t c = 0; c < chunks; ++c) {
-    double chunk_vq = 0.0, chunk_var = 0.0;
-    forward_points(a, c * kChunk, std::min(n, (c + 1) * kChunk), sigma, geo, slot, nearest, variation, &chunk_vq,
-                   &chunk_var);
-    vq += chunk_vq;
-    var += chunk_var;
-  }
+  for (int64_t c = 0; c < chunks; ++c) vq += partial[2 * c], var += partial[2 * c + 1];
   sums[0] = vq;
   sums[1] = var;
 }
@@ -345,25 +371,17 @@ void codebook_density_backward(const float* features, const float* detail, const
   const Kernel a = make_kernel(features, detail, codes, bias, nullptr, shut, w, nullptr, density, table,
                                density_variation, temperature, n, d, k, g, nv);
   const Sums at(a);
-  const int n_threads = std::max(1, threads);
   const int64_t chunks = (n + kChunk - 1) / kChunk;
-  std::vector<double> partial(static_cast<size_t>(at.size) * n_threads, 0.0);
-#pragma omp parallel num_threads(n_threads)
-  {
-    double* mine = partial.data() + static_cast<int64_t>(omp_get_thread_num()) * at.size;
-    std::vector<float> chunk(at.size);
-#pragma omp for schedule(static)
-    for (int64_t c = 0; c < chunks; ++c) {
-      std::fill(chunk.begin(), chunk.end(), 0.0f);
-      backward_points(a, c * kChunk, std::min(n, (c + 1) * kChunk), slot, variation, sigma, grad_sigma, grad_geo,
-                      scales, grad_logits, grad_features, grad_detail, chunk.data());
-      for (int64_t i = 0; i < at.size; ++i) mine[i] += chunk[i];
-    }
-  }
+  // One block of sums per chunk, added in chunk order: the result does not depend on the threads.
+  std::vector<float> partial(static_cast<size_t>(at.size) * chunks, 0.0f);
+#pragma omp parallel for num_threads(std::max(1, threads)) schedule(static)
+  for (int64_t c = 0; c < chunks; ++c)
+    backward_points(a, c * kChunk, std::min(n, (c + 1) * kChunk), slot, variation, sigma, grad_sigma, grad_geo,
+                    scales, grad_logits, grad_features, grad_detail, partial.data() + c * at.size);
   std::vector<float> total(at.size);
   for (int64_t i = 0; i < at.size; ++i) {
     double sum = 0.0;
-    for (int t = 0; t < n_threads; ++t) sum += partial[t * at.size + i];
+    for (int64_t c = 0; c < chunks; ++c) sum += partial[c * at.size + i];
     total[i] = static_cast<float>(sum);
   }
   std::copy(total.begin() + at.codes, total.begin() + at.w, grad_codes);

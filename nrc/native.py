@@ -28,13 +28,13 @@ def _put_ninja_on_path() -> None:
         os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
 
 
-def build_library(name: str, source: Path) -> ctypes.CDLL:
+def build_library(name: str, source: Path, extra_cflags: tuple[str, ...] = ()) -> ctypes.CDLL:
     """Compile ``source`` (cached) and load it; raises when there is no compiler or the build fails."""
     from torch.utils.cpp_extension import load
 
     _put_ninja_on_path()
-    path = load(name, [str(source)], extra_cflags=CFLAGS, extra_ldflags=["-fopenmp"], is_python_module=False,
-                verbose=False)
+    path = load(name, [str(source)], extra_cflags=CFLAGS + list(extra_cflags), extra_ldflags=["-fopenmp"],
+                is_python_module=False, verbose=False)
     return ctypes.CDLL(path)
 
 

@@ -100,3 +100,20 @@ def test_model_uses_the_torch_path_where_the_kernels_cannot_serve(monkeypatch):
     assert torch.equal(plain.assignment.index, fused.assignment.index)
     with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast: the reference's fp32 handling
         assert not fused_available(model.codebook, torch.zeros(1, 16))
+
+
+def test_fused_codebook_gives_the_same_bits_at_one_and_two_threads():
+    """Per-chunk sums added in chunk order: the thread count does not change a bit (the fits'
+    byte-identical weights at 1 and 2 threads rest on it)."""
+    model = model_for(16, 16, 1, None)
+    features = (torch.randn(20_000, 16) * 2).requires_grad_(True)
+    results = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        try:
+            _, sigma, geo, grads = run(model, features, None, fused=True)
+        finally:
+            torch.set_num_threads(2)
+        results.append([sigma, geo] + [grads[name] for name in sorted(grads)])
+    for one, two in zip(*results):
+        assert torch.equal(one, two)
