@@ -96,6 +96,7 @@ def _run_reconstruct(args) -> int:
     from correspondence.reconstruct import ReconstructConfig, already_done, reconstruct_settings, reconstruct_video
     from correspondence.sfm import SfmConfig
     from ingest.rigmask import load_mask_file
+    from ingest.runlock import run_lock
 
     mask = load_mask_file(args.mask) if args.mask else None  # a bad file is refused before any work
     source = open_dataset(args.dataset)
@@ -107,11 +108,15 @@ def _run_reconstruct(args) -> int:
     config = ReconstructConfig(max_frames=args.max_frames, shot=args.shot, use_mined_pairs=not args.no_mined_pairs,
                                sfm=SfmConfig(route=args.route, mapper=args.mapper, sequential_overlap=args.overlap,
                                              mapper_threads=args.mapper_threads, mask_features=args.mask_features))
-    if already_done(args.out, reconstruct_settings(args.video, config, pairs, mask)):
+    inputs = [args.dataset] + ([pairs] if pairs else [])
+    # Looked at under the folder's lock: a writer still finishing is refused rather than reported
+    # done, and the lock file of one killed after its last write is cleaned (bench/abuse.py).
+    with run_lock(args.out, "reconstruction", inputs=inputs):
+        done = already_done(args.out, reconstruct_settings(args.video, config, pairs, mask))
+    if done:
         print(f"{args.out}: already reconstructed with these settings (transforms.json exists); remove it to redo")
         return 0
-    result = reconstruct_video(source, args.video, args.out, config, pairs_dir=pairs, user_mask=mask,
-                               inputs=[args.dataset] + ([pairs] if pairs else []))
+    result = reconstruct_video(source, args.video, args.out, config, pairs_dir=pairs, user_mask=mask, inputs=inputs)
     print(result.line())
     return 0
 

@@ -35,8 +35,9 @@ class ModelConfig:
     code_dim: int = 16
     # Hash levels (coarsest first) the code is picked from; None: all. With fewer, the code cannot
     # change at texture frequency (it follows regions) and the variation reads every level instead.
-    # Not the presets' default: on the 3-room family 3 levels raised FG-ARI from 0.11 to 0.25 at the
-    # same PSNR, but K=1 came within 1.8 dB of K=8 (bench/nrc_objects.py --quick, row "3 code levels").
+    # Not the presets' default: on the 3-room family 3 levels gave FG-ARI 0.25 (0.11 with all levels)
+    # at the same PSNR in one build and 0.11 (0.09) in the next, which differed only in float
+    # rounding, and K=1 came within 1.3-1.8 dB of K=8 (bench/nrc_objects.py --quick, "3 code levels").
     code_levels: int | None = None
     # The variation bottleneck (nrc.codebook): per-point numbers in [-1, 1] that reach the decoder
     # besides the code; 0 = none (the ablation). Density's is one number, scaled to e-folds.
@@ -161,8 +162,9 @@ def preset(name: str) -> NRCConfig:
     """Named starting points, each with a default wall-clock budget (``train.seconds``). "gpu": the
     5-minute H100 config; "cpu": 5 minutes on 2 cores (MLPs of 32: on a CPU the per-sample MLP
     work, not the hash grid, is the larger cost of a step; 1800 steps: about what 2 loaded cores
-    run in its 300 s, so the learning rate has decayed when the budget ends: fern at 128 px 26.84 dB
-    in 266 s, against 26.15 dB with the earlier 1000 steps; bench/nrc.py --cpu-quick); "tiny": 2
+    run in its 300 s, so the learning rate has decayed when the budget ends: fern at 128 px 26.75 dB
+    in 243 s with the fused codebook kernel, against 26.15 dB with the earlier 1000 steps;
+    bench/nrc.py --cpu-quick); "tiny": 2
     minutes, for tests and demos."""
     if name == "gpu":
         return NRCConfig(train=TrainConfig(seconds=300.0))

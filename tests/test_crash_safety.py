@@ -85,6 +85,23 @@ def test_second_writer_is_refused_while_the_first_holds_the_lock(references, job
     assert nrc_digest(run) == before and leftovers(run) == []
 
 
+def test_a_finished_reconstruction_is_looked_at_under_its_lock(references, jobs):
+    """`odin reconstruct` on a finished output: refused while another writer holds the folder (it
+    may still be finishing), and the lock file of a writer killed after its last write is cleaned
+    instead of left beside the result (bench/abuse.py caught both)."""
+    from ingest.runlock import LOCK_NAME, run_lock
+
+    out = references["reconstruct"]
+    command = jobs["reconstruct"].command(out)
+    with run_lock(out, "reconstruction"):
+        code, err = odin_inprocess(command)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "another odin process" in err, err
+    (out / LOCK_NAME).write_text("999999")  # what a kill -9 between the last write and the unlink leaves
+    code, err = odin_inprocess(command)
+    assert code == 0, err
+    assert leftovers(out) == []
+
+
 def test_other_settings_are_refused_not_kept(references, jobs, inputs, tmp_path):
     mine = jobs["mine"].command(references["mine"])
     code, err = odin_inprocess([a if a != "2" else "3" for a in mine])  # --window 3
