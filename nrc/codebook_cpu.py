@@ -1,5 +1,5 @@
 """The codebook's assignment and the code-conditioned density fused into one CPU kernel
-(codebook_kernels.cpp): ``assign_and_decode(codebook, decoder, features, detail)``.
+(codebook_kernels.cpp): ``assign_and_decode(codebook, density, table, density_variation, features, detail)``.
 
 Same contract as ``Codebook.forward`` followed by ``Decoder.density`` (the reference, which the
 tests compare against), for float32 CPU tensors: returns (Assignment without ``probs``, sigma,
@@ -124,7 +124,7 @@ def assign_and_decode(codebook: Codebook, density: torch.Tensor, table: torch.Te
                       features: torch.Tensor, detail: torch.Tensor | None = None
                       ) -> tuple[Assignment, torch.Tensor, torch.Tensor]:
     """(assignment (``probs`` None), sigma (N,), geo (N, G + variation_dim)) of ``features``;
-    ``density`` (K,) is each surface code's density (``trunc_exp`` of its logit + 1), ``table``
+    ``density`` (K,) is each surface code's density (``Decoder.code_density``), ``table``
     (K, G) its geometry features: ``Decoder.density``'s inputs."""
     if _kernels.load() is None:
         raise RuntimeError(f"the fused codebook kernels could not be built ({_kernels.failure})")

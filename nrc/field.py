@@ -118,16 +118,21 @@ class Decoder(nn.Module):
         """(K, 1 + geo_dim): density logit and geometry features of each surface code."""
         return self.density_mlp(codes)
 
+    @staticmethod
+    def code_density(table: torch.Tensor) -> torch.Tensor:
+        """(K,) density of each surface code from its ``code_table`` row. +1: about one e-folding
+        of opacity per scene radius at the start, so the first gradients reach the foreground
+        instead of painting colour on the far shell."""
+        return trunc_exp(table[:, 0].float() + 1.0)
+
     def density(self, assignment: Assignment, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(sigma (N,), colour-MLP input (N, geo_dim + variation_dim)) of points with this assignment.
         Per code, then mixed by the assignment (one-hot forward, soft gradient): the empty code
         has density 0 and no geometry."""
         surface = assignment.probs[:, :-1]
-        # +1: about one e-folding of opacity per scene radius at the start, so the first
-        # gradients reach the foreground instead of painting colour on the far shell.
         # exp(a_k + v) = exp(a_k) exp(v): a (K,) exp and a matmul instead of an (N, K) exp, sum
         # and their backward (the variation is bounded, so trunc_exp's clamp never bites on it).
-        sigma = surface.float() @ trunc_exp(table[:, 0].float() + 1.0)
+        sigma = surface.float() @ self.code_density(table)
         variation = assignment.variation
         if variation is not None:
             sigma = sigma * trunc_exp(self.density_variation * variation[:, 0].float())
@@ -184,8 +189,8 @@ class NRCModel(nn.Module):
         features, detail = self.encoders[scene](x_normalised)
         table = self.decoder.code_table(self.codebook.codes[:-1])
         if self.fused_codebook and fused_available(self.codebook, features):
-            assignment, sigma, geo = assign_and_decode(self.codebook, trunc_exp(table[:, 0].float() + 1.0),
-                                                       table[:, 1:], self.decoder.density_variation, features, detail)
+            assignment, sigma, geo = assign_and_decode(self.codebook, self.decoder.code_density(table), table[:, 1:],
+                                                       self.decoder.density_variation, features, detail)
         else:
             assignment = self.codebook(features, detail)
             sigma, geo = self.decoder.density(assignment, table)

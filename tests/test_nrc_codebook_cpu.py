@@ -7,7 +7,7 @@ import torch
 from nrc import codebook_cpu
 from nrc.codebook_cpu import assign_and_decode, fused_available
 from nrc.config import SceneFrame, preset
-from nrc.field import NRCModel, trunc_exp
+from nrc.field import NRCModel
 from nrc.native import LazyLibrary
 
 torch.set_num_threads(2)
@@ -32,7 +32,7 @@ def run(model: NRCModel, features, detail, fused: bool):
             t.grad = None
     table = decoder.code_table(book.codes[:-1])
     if fused:
-        a, sigma, geo = assign_and_decode(book, trunc_exp(table[:, 0].float() + 1.0), table[:, 1:],
+        a, sigma, geo = assign_and_decode(book, decoder.code_density(table), table[:, 1:],
                                           decoder.density_variation, features, detail)
     else:
         a = book(features, detail)
