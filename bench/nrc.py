@@ -2,6 +2,7 @@
 
     python bench/nrc.py [--seconds 300] [--world DIR] [--fern-seconds 120] [--preset gpu|cpu|tiny]
     python bench/nrc.py --cpu-quick          # <= 12 minutes on 2 cores; ends with the fern line
+    python bench/nrc.py --sampler-ab         # ~27 minutes: the cpu preset's proposal field vs 48 uniform samples
 
 ``--cpu-quick``: training rays/s and steps/s of every preset (fern, each preset's default
 height, 15 s each); the synthetic world's held-out frames after as much of 5 minutes as the
@@ -193,7 +194,8 @@ def cpu_quick(out: Path, fern_seconds: float = 300.0, world_max_seconds: float =
         trained = [h for h in result.history if "seconds" in h]
         rays = result.step * config.train.batch_rays
         print(f"preset {name} (fern at height {config.train.image_height or 378}, {config.train.batch_rays} rays x "
-              f"{config.sampler.n_samples} samples a step): {result.step} steps in {result.seconds:.1f} s "
+              f"{config.sampler.n_samples} samples a step"
+              f"{f', placed by {config.sampler.proposal_samples} proposal samples' if config.sampler.proposal_samples else ''}): {result.step} steps in {result.seconds:.1f} s "
               f"(loading and final save included) = {result.step / result.seconds:.2f} steps/s, "
               f"{rays / result.seconds:,.0f} rays/s; steps in the preset's default {preset(name).train.seconds:.0f} s "
               f"at this rate: ~{result.step / result.seconds * preset(name).train.seconds:.0f}"
@@ -230,6 +232,46 @@ def cpu_quick(out: Path, fern_seconds: float = 300.0, world_max_seconds: float =
           f"{rays_per_s:,.0f} rays/s")
 
 
+def uniform_variant(config):
+    """The cpu preset as it was before its proposal field: 48 uniform samples, 1800 steps."""
+    config.sampler.proposal_samples, config.sampler.n_samples, config.train.steps = 0, 48, 1800
+    return config
+
+
+def untrained_proposal(config):
+    """The ablation: the cpu preset's proposal field never trained (its interlevel loss off)."""
+    config.train.proposal_loss = 0.0
+    return config
+
+
+def sampler_ab(out: Path, fern_seconds: float = 300.0, world_seconds: float = 240.0) -> None:
+    """The cpu preset (a proposal field's 24 samples place 16) against the same preset with 48
+    uniform samples, in one process: fern at 128 px (and its untrained-proposal ablation) and the
+    synthetic world at 64 px."""
+    from ingest.synth import SynthConfig, generate
+
+    world = generate(out / "world", SynthConfig(seconds=8.0, fps=5.0, width=256, seed=0, n_objects=6), progress=False)
+    rows = []
+    for scene, height, seconds in ((FERN, 128, fern_seconds), (world.root, 64, world_seconds)):
+        variants = [("proposal 24 -> 16", lambda c: c), ("uniform 48", uniform_variant)]
+        if scene == FERN:
+            variants.append(("untrained proposal", untrained_proposal))
+        for name, variant in variants:
+            config = variant(quick_config("cpu", height, seconds))
+            run = out / f"run_{Path(scene).name}_{name.split()[0]}"
+            result, report, _, _ = timed_fit(scene, run, config, seconds)
+            mean = report["scenes"][0]["mean"]
+            rows.append((Path(scene).name, name, mean["psnr"], result.step * config.train.batch_rays / result.seconds))
+            print(f"{Path(scene).name} {height}px {seconds:.0f}s, {name}: {result.step} steps in {result.seconds:.0f} s, "
+                  f"{rows[-1][3]:,.0f} rays/s, held-out {mean['psnr']:.2f} dB, SSIM {mean['ssim']:.3f}", flush=True)
+    by = {(scene, name): (psnr, rays) for scene, name, psnr, rays in rows}
+    lines = [f"{scene} {by[scene, 'proposal 24 -> 16'][0]:.2f} vs {by[scene, 'uniform 48'][0]:.2f} dB at "
+             f"{by[scene, 'proposal 24 -> 16'][1] / by[scene, 'uniform 48'][1]:.2f}x the rays/s"
+             + (f" (untrained proposal {by[scene, 'untrained proposal'][0]:.2f} dB)" if (scene, 'untrained proposal') in by else "")
+             for scene in dict.fromkeys(r[0] for r in rows)]
+    print("sampler A/B: " + "; ".join(lines))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=None, help="training budget (default 300 on GPU, 120 on CPU)")
@@ -240,9 +282,14 @@ def main() -> None:
     ap.add_argument("--fern-seconds", type=float, default=None, help="0 skips fern (default: same as --seconds)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cpu-quick", action="store_true", help="the 12-minute CPU run (see above)")
-    ap.add_argument("--out", help="--cpu-quick: folder for runs and curves (default: a temporary one)")
+    ap.add_argument("--sampler-ab", action="store_true",
+                    help="cpu preset with its proposal field vs 48 uniform samples, fern and the world (~27 minutes)")
+    ap.add_argument("--out", help="--cpu-quick, --sampler-ab: folder for runs and curves (default: a temporary one)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.sampler_ab:
+        sampler_ab(Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="nrc_sampler_ab_")))
+        return
     if args.cpu_quick:
         cpu_quick(Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="nrc_quick_")))
         return

@@ -55,7 +55,8 @@ def bake(model: NRCModel, scene: int = 0, resolution: int = 128, chunk: int = 1 
     shape = (resolution,) * 3
     cfg = model.config.sampler
     return BakedField(torch.cat(values).T.reshape(1, 4, *shape).contiguous(), torch.cat(codes).reshape(1, 1, *shape),
-                      encoder.center.clone(), float(encoder.radius), cfg.n_samples, encoder.near, encoder.far,
+                      encoder.center.clone(), float(encoder.radius), cfg.n_samples + cfg.proposal_samples,
+                      encoder.near, encoder.far,
                       model.codebook.n_codes, encoder.linear_until)
 
 

@@ -56,7 +56,14 @@ class ModelConfig:
 
 @dataclass
 class SamplerConfig:
-    n_samples: int = 128  # per ray, uniform in the contraction's s-space
+    n_samples: int = 128  # radiance-field samples per ray: uniform in the contraction's s-space, or drawn from the proposal
+    # Proposal sampling (nrc.proposal): this many uniform samples of a small density-only field
+    # per ray place the ``n_samples``; 0: none, the radiance field takes the uniform samples.
+    proposal_samples: int = 0
+    proposal_levels: int = 2  # its hash grid: levels from resolution 16 up to the finest (1 feature each)
+    proposal_finest_resolution: int = 64
+    proposal_log2_hashmap_size: int = 16
+    proposal_hidden: int = 16
     near: float = 0.01  # in units of the scene radius
     far: float = 1000.0  # in units of the scene radius (s-space reaches 2 - 1/far)
     occupancy_resolution: int = 128  # cells per side over the contracted cube
@@ -64,6 +71,12 @@ class SamplerConfig:
     occupancy_update_every: int = 16
     occupancy_warmup: int = 256  # steps before the grid starts skipping anything
     occupancy_decay: float = 0.95
+
+    @property
+    def uniform_samples(self) -> int:
+        """Samples per ray at uniform spacing (the proposal's when there is one): what the occupancy
+        threshold and the mesh's iso level measure a step against."""
+        return self.proposal_samples or self.n_samples
 
 
 @dataclass
@@ -82,6 +95,7 @@ class TrainConfig:
     # mip-NeRF 360 distortion loss: compact weights along rays. Without it 360-degree rooms fit as
     # a foggy skybox (tiny preset, 300 steps: depth abs-rel 1.8-3.0; 0.003: 0.40; 0.01: 0.85).
     distortion: float = 0.003
+    proposal_loss: float = 1.0  # weight of the proposal field's interlevel loss (when it has one)
     codebook_loss: float = 1.0  # VQ codebook loss (codes pull towards their features)
     code_restart_every: int = 100  # re-seed unused codes on surface features this often ...
     code_restart_until: float = 0.5  # ... during this fraction of training (then pruning decides)
@@ -160,11 +174,11 @@ def _build(cls, d: dict):
 
 def preset(name: str) -> NRCConfig:
     """Named starting points, each with a default wall-clock budget (``train.seconds``). "gpu": the
-    5-minute H100 config; "cpu": 5 minutes on 2 cores (MLPs of 32: on a CPU the per-sample MLP
-    work, not the hash grid, is the larger cost of a step; 1800 steps: about what 2 loaded cores
-    run in its 300 s, so the learning rate has decayed when the budget ends: fern at 128 px 26.75 dB
-    in 243 s with the fused codebook kernel, against 26.15 dB with the earlier 1000 steps;
-    bench/nrc.py --cpu-quick); "tiny": 2
+    5-minute H100 config; "cpu": 5 minutes on 2 cores: MLPs of 32, and a proposal field's 24
+    uniform samples place the radiance field's 16 (bench/nrc.py --sampler-ab: fern at 128 px
+    27.39 dB at 1.68x the rays/s of 48 uniform samples, 26.66 dB; the synthetic world 31.00 vs
+    29.97 dB at 1.51x; the proposal untrained: 22.35 dB on fern); 3200 steps: about what 2 loaded
+    cores run in its 300 s, so the learning rate has decayed when the budget ends; "tiny": 2
     minutes, for tests and demos."""
     if name == "gpu":
         return NRCConfig(train=TrainConfig(seconds=300.0))
@@ -172,8 +186,8 @@ def preset(name: str) -> NRCConfig:
         return NRCConfig(
             model=ModelConfig(hashgrid=HashGridConfig(n_levels=12, log2_hashmap_size=17, finest_resolution=1024),
                               feature_hidden=32, decoder_hidden=32, color_hidden=32),
-            sampler=SamplerConfig(n_samples=48, occupancy_resolution=48, occupancy_warmup=32),
-            train=TrainConfig(steps=1800, seconds=300.0, batch_rays=1024, image_height=128, save_every=200,
+            sampler=SamplerConfig(n_samples=16, proposal_samples=24, occupancy_resolution=48, occupancy_warmup=32),
+            train=TrainConfig(steps=3200, seconds=300.0, batch_rays=1024, image_height=128, save_every=200,
                               preview_every=500))
     if name == "tiny":
         return NRCConfig(

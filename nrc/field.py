@@ -7,6 +7,7 @@ coordinates (see ``nrc.sampling``).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -57,6 +58,26 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def proposal_grid(levels: int, finest_resolution: int, log2_hashmap_size: int) -> dict:
+    """tcnn-style dict of the proposal field's hash grid (base resolution 16, 1 feature per level)."""
+    scale = math.exp((math.log(finest_resolution) - math.log(16)) / max(1, levels - 1))
+    return {"otype": "HashGrid", "n_levels": levels, "n_features_per_level": 1, "log2_hashmap_size": log2_hashmap_size,
+            "base_resolution": 16, "per_level_scale": scale}
+
+
+class ProposalField(nn.Module):
+    """Density only, per scene radius, from normalised points (N, 3) -> (N,)."""
+
+    def __init__(self, grid: dict, hidden: int = 16, backend: str = "auto"):
+        super().__init__()
+        self.hashgrid = HashGridEncoding(3, grid, backend=backend)
+        self.mlp = nn.Sequential(nn.Linear(self.hashgrid.n_output_dims, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+
+    def forward(self, x_normalised: torch.Tensor) -> torch.Tensor:
+        h = self.hashgrid(unit_cube_from_normalised(x_normalised).float())
+        return trunc_exp(self.mlp(h).squeeze(-1) + 1.0)
+
+
 class SceneEncoder(nn.Module):
     """Hash-grid features of one scene, and where the scene sits in the world."""
 
@@ -71,6 +92,9 @@ class SceneEncoder(nn.Module):
         self.register_buffer("center", torch.tensor(frame.center, dtype=torch.float32))
         self.register_buffer("radius", torch.tensor(float(frame.radius)))
         self.occupancy = OccupancyGrid(sampler.occupancy_resolution)
+        self.proposal = (ProposalField(proposal_grid(sampler.proposal_levels, sampler.proposal_finest_resolution,
+                                                     sampler.proposal_log2_hashmap_size), sampler.proposal_hidden, backend)
+                         if sampler.proposal_samples else None)
         r = float(frame.radius)
         self.near = sampler.near if frame.near is None else frame.near / r
         self.far = sampler.far if frame.far is None else frame.far / r

@@ -23,7 +23,7 @@ MESH_SUFFIXES = (".ply", ".glb", ".obj")
 
 
 def default_level(model: NRCModel, scene: int = 0) -> float:
-    return -math.log(0.5) / model.encoders[scene].sample_spacing(model.config.sampler.n_samples)
+    return -math.log(0.5) / model.encoders[scene].sample_spacing(model.config.sampler.uniform_samples)
 
 
 @torch.no_grad()

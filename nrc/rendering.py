@@ -14,7 +14,8 @@ import torch
 from ingest import conventions as cv
 from nrc.data import Camera, camera_rays
 from nrc.field import NRCModel
-from nrc.sampling import s_from_t, sample_along_rays
+from nrc.proposal import interlevel_loss, pdf_edges
+from nrc.sampling import s_from_t, sample_along_rays, t_from_s
 
 OUTPUTS = ("rgb", "depth", "codes", "accumulation")
 
@@ -68,23 +69,49 @@ def distortion_loss_reference(weights: torch.Tensor, s_edges: torch.Tensor) -> t
     return pairwise + (weights**2 * widths).sum(-1) / 3
 
 
+def ray_intervals(encoder, sampler, o: torch.Tensor, d: torch.Tensor, *, stratified: bool,
+                  generator: torch.Generator | None = None,
+                  use_occupancy: bool = True) -> tuple[torch.Tensor, torch.Tensor, tuple | None]:
+    """Where the radiance field is evaluated along normalised rays: interval edges (R, N + 1) and
+    sample distances (R, N) in scene radii, and, with a proposal field, (its s-space edges, its
+    weights, the drawn s-space edges) for :func:`nrc.proposal.interlevel_loss`, else None."""
+    n_rays = len(o)
+    if encoder.proposal is None:
+        t_edges, t_mid = sample_along_rays(n_rays, sampler.n_samples, stratified=stratified, generator=generator,
+                                           device=o.device, **encoder.ray_range())
+        return t_edges, t_mid, None
+    t_edges_p, t_mid_p = sample_along_rays(n_rays, sampler.proposal_samples, stratified=stratified, generator=generator,
+                                           device=o.device, **encoder.ray_range())
+    points = o[:, None, :] + d[:, None, :] * t_mid_p[..., None]
+    keep = encoder.occupancy.query(points) if use_occupancy else torch.ones(points.shape[:2], dtype=torch.bool,
+                                                                           device=o.device)
+    sigma = torch.zeros(keep.shape, device=o.device)
+    if keep.any():
+        sigma = sigma.index_put(keep.nonzero(as_tuple=True), encoder.proposal(points[keep]).float())
+    weights = volume_weights(sigma, t_edges_p[:, 1:] - t_edges_p[:, :-1])
+    L = encoder.linear_until
+    s_edges_p = s_from_t(t_edges_p / L)
+    s_edges = pdf_edges(s_edges_p, weights, sampler.n_samples, stratified=stratified, generator=generator)
+    return L * t_from_s(s_edges), L * t_from_s(0.5 * (s_edges[:, 1:] + s_edges[:, :-1])), (s_edges_p, weights, s_edges)
+
+
 def render_rays(model: NRCModel, scene: int, origins: torch.Tensor, directions: torch.Tensor, *,
                 stratified: bool = False, generator: torch.Generator | None = None, use_occupancy: bool = True,
                 outputs: tuple[str, ...] = ("rgb",), min_transmittance: float = 0.0) -> dict:
     """Render world-frame rays (R, 3) with unit directions. Returns the requested outputs
     ("rgb" (R,3), "depth" (R,) world units, "codes" (R,K) rendering weight per code,
-    "accumulation" (R,), "distortion" (R,) see :func:`distortion_loss`) plus "vq_loss" (2,),
-    "variation_cost" (the codebook's bottleneck price) and "n_evaluated" (samples the field
-    computed). Colour is computed only where at least ``min_transmittance`` of the light is
-    left (training's saving: hidden samples cost no colour MLP; the colour changes by at most
-    that fraction)."""
+    "accumulation" (R,), "distortion" (R,) see :func:`distortion_loss`, "interlevel" (R,) the
+    proposal field's loss when there is one) plus "vq_loss" (2,), "variation_cost" (the
+    codebook's bottleneck price) and "n_evaluated" (samples the field computed). Colour is
+    computed only where at least ``min_transmittance`` of the light is left (training's saving:
+    hidden samples cost no colour MLP; the colour changes by at most that fraction)."""
     cfg = model.config.sampler
     encoder = model.encoders[scene]
     o = encoder.normalise(origins.float())
     d = directions.float()
     n_rays, n_samples = len(o), cfg.n_samples
-    t_edges, t_mid = sample_along_rays(n_rays, n_samples, stratified=stratified, generator=generator, device=o.device,
-                                       **encoder.ray_range())
+    t_edges, t_mid, proposal = ray_intervals(encoder, cfg, o, d, stratified=stratified, generator=generator,
+                                             use_occupancy=use_occupancy)
     points = (o[:, None, :] + d[:, None, :] * t_mid[..., None]).reshape(-1, 3)
     keep = encoder.occupancy.query(points) if use_occupancy else torch.ones(len(points), dtype=torch.bool, device=o.device)
     # Field outputs stay packed (one row per evaluated sample): only density is scattered into
@@ -118,7 +145,11 @@ def render_rays(model: NRCModel, scene: int, origins: torch.Tensor, directions: 
         out["accumulation"] = weights.sum(1)
     if "distortion" in outputs:
         s_edges = s_from_t(t_edges / encoder.linear_until)
-        out["distortion"] = distortion_loss(weights, (s_edges - s_edges[:, :1]) / (s_edges[:, -1:] - s_edges[:, :1]))
+        uniform = s_edges if proposal is None else proposal[0]  # its ends are the ray's whole s-range
+        out["distortion"] = distortion_loss(weights, (s_edges - uniform[:, :1]) / (uniform[:, -1:] - uniform[:, :1]))
+    if proposal is not None and "interlevel" in outputs:
+        s_edges_p, weights_p, s_edges = proposal
+        out["interlevel"] = interlevel_loss(s_edges, weights, s_edges_p, weights_p)
     if "codes" in outputs:
         codes = torch.zeros(n_rays * model.codebook.n_codes, device=o.device)
         if field is not None:
@@ -140,7 +171,7 @@ def march_rays(model: NRCModel, scene: int, origins: torch.Tensor, directions: t
     o = encoder.normalise(origins.float())
     d = directions.float()
     n_rays, n_codes = len(o), model.codebook.n_codes
-    t_edges, t_mid = sample_along_rays(n_rays, cfg.n_samples, stratified=False, device=o.device, **encoder.ray_range())
+    t_edges, t_mid, _ = ray_intervals(encoder, cfg, o, d, stratified=False)
     deltas = t_edges[:, 1:] - t_edges[:, :-1]
     transmittance = torch.ones(n_rays, device=o.device)
     acc = {"rgb": torch.zeros(n_rays, 3, device=o.device), "depth": torch.zeros(n_rays, device=o.device),

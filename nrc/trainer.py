@@ -71,7 +71,7 @@ def training_loss(model: NRCModel, batches: list[tuple], config: NRCConfig, gene
     codes' usage (the mean of the scenes' shares), so a code one scene needs is not closed
     because another scene has more surface. "usage" is (S, K): each scene's share per code."""
     t = config.train
-    outputs = ("rgb", "codes", "distortion") if t.distortion else ("rgb", "codes")
+    outputs = ("rgb", "codes", "interlevel") + (("distortion",) if t.distortion else ())
     terms, mses, usage, evaluated, coloured, total = [], [], [], 0, 0, 0
     for scene, (origins, directions, target) in enumerate(batches):
         out = render_rays(model, scene, origins, directions, stratified=True, generator=generator, outputs=outputs,
@@ -81,6 +81,8 @@ def training_loss(model: NRCModel, batches: list[tuple], config: NRCConfig, gene
                 + t.variation_penalty * out["variation_cost"])
         if t.distortion:
             loss = loss + t.distortion * out["distortion"].mean()
+        if "interlevel" in out:
+            loss = loss + t.proposal_loss * out["interlevel"].mean()
         terms.append(loss)
         mses.append(mse)
         share = out["codes"].detach().sum(0)
@@ -123,7 +125,7 @@ def final_occupancy_pass(model: NRCModel, config: NRCConfig, step: int, device, 
 def _occupancy_pass(model: NRCModel, config: NRCConfig, step: int, device, decay: float, k: int) -> None:
     s = config.sampler
     for i, encoder in enumerate(model.encoders):
-        step_size = encoder.sample_spacing(s.n_samples)  # one sample's share of a radius, near the cameras
+        step_size = encoder.sample_spacing(s.uniform_samples)  # one sample's share of a radius, near the cameras
         with autocast_for(device, config.train.mixed_precision):
             encoder.occupancy.update(lambda x, i=i: model.density(i, x), step_size, s.occupancy_alpha_threshold,
                                      decay, generator=step_generator(config.train.seed + 7 + i + 97 * k, step, device))

@@ -17,6 +17,7 @@ def model_for(n_codes: int, code_dim: int, variation_dim: int, code_levels: int 
     torch.manual_seed(0)
     config = preset("cpu")
     config.model.hashgrid.n_levels = 6
+    config.sampler.proposal_samples = 0  # no proposal field to draw initial weights for: the same seeded codebook
     config.model.n_codes, config.model.code_dim = n_codes, code_dim
     config.model.variation_dim, config.model.code_levels = variation_dim, code_levels
     config.scenes = [SceneFrame("test", [0.0, 0.0, 0.0], 1.0)]

@@ -58,13 +58,15 @@ def test_fit_beats_constant_colour_and_writes_report(fitted_run):
 
 
 @pytest.mark.slow
-def test_resume_after_kill_continues_exactly(tiny_world, tmp_path):
+@pytest.mark.parametrize("proposal_samples", [0, 12])
+def test_resume_after_kill_continues_exactly(tiny_world, tmp_path, proposal_samples):
     from nrc.checkpoint import load_run
     from nrc.trainer import fit
 
     def config():
         c = small_config(steps=6)
         c.train.batch_rays, c.sampler.n_samples, c.train.save_every = 64, 16, 2
+        c.sampler.proposal_samples = proposal_samples
         c.sampler.occupancy_warmup, c.sampler.occupancy_update_every, c.train.code_restart_every = 2, 2, 3
         return c
 
@@ -82,6 +84,18 @@ def test_resume_after_kill_continues_exactly(tiny_world, tmp_path):
     b, _ = load_run(tmp_path / "killed")
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.slow
+def test_fit_with_a_proposal_field_learns_the_room_from_12_samples_a_ray(tiny_world, tmp_path):
+    from nrc.evaluate import evaluate_run
+    from nrc.trainer import fit
+
+    config = small_config(steps=160)  # the proposal needs ~100 steps to learn where the walls are
+    config.sampler.proposal_samples, config.sampler.n_samples = 24, 12
+    fit([tiny_world.root], tmp_path / "run", config, progress=False)
+    mean = evaluate_run(tmp_path / "run")["scenes"][0]["mean"]
+    assert mean["psnr"] >= mean["baseline_psnr"] + 6.0, mean
 
 
 @pytest.mark.slow
