@@ -250,6 +250,8 @@ def sampler_ab(out: Path, fern_seconds: float = 300.0, world_seconds: float = 24
     synthetic world at 64 px."""
     from ingest.synth import SynthConfig, generate
 
+    if not FERN.is_dir():
+        raise SystemExit(f"fern not found at {FERN}: --sampler-ab needs it")
     world = generate(out / "world", SynthConfig(seconds=8.0, fps=5.0, width=256, seed=0, n_objects=6), progress=False)
     rows = []
     for scene, height, seconds in ((FERN, 128, fern_seconds), (world.root, 64, world_seconds)):

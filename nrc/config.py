@@ -72,6 +72,11 @@ class SamplerConfig:
     occupancy_warmup: int = 256  # steps before the grid starts skipping anything
     occupancy_decay: float = 0.95
 
+    def __post_init__(self):
+        if self.n_samples < 1 or self.proposal_samples < 0 or self.proposal_levels < 1:
+            raise ValueError(f"sampler: n_samples must be >= 1, proposal_samples >= 0 and proposal_levels >= 1, got "
+                             f"{self.n_samples}, {self.proposal_samples} and {self.proposal_levels}")
+
     @property
     def uniform_samples(self) -> int:
         """Samples per ray at uniform spacing (the proposal's when there is one): what the occupancy
