@@ -54,6 +54,7 @@ def bake(model: NRCModel, scene: int = 0, resolution: int = 128, chunk: int = 1 
     model.train(was_training)
     shape = (resolution,) * 3
     cfg = model.config.sampler
+    # Rendered with uniform samples only: as many as a proposal-sampled ray takes in all.
     return BakedField(torch.cat(values).T.reshape(1, 4, *shape).contiguous(), torch.cat(codes).reshape(1, 1, *shape),
                       encoder.center.clone(), float(encoder.radius), cfg.n_samples + cfg.proposal_samples,
                       encoder.near, encoder.far,
