@@ -32,59 +32,94 @@ struct Grid {
   bool smoothstep;
 };
 
-struct Axis {
-  int64_t lo, hi;      // index terms of the lower and upper corner along this axis
-  float w, dw;         // weight of the upper corner, and d w / d frac
+constexpr int kMaxLevels = 32;  // spec.py's (and tcnn's) limit
+
+// One level's constants, read once per task instead of through the Grid's arrays for every
+// corner (the compiler must reload those after each store to an int64 array that may alias them).
+struct Level {
+  double scale;
+  int64_t offset, size, resolution;
+  uint32_t mask;  // size - 1 when size is a power of two
+  bool dense, pow2;
 };
 
-inline Axis axis(float x, int d, const Grid& g, int64_t level) {
-  const float pos = static_cast<float>(static_cast<double>(x) * g.scales[level] + 0.5);
+inline Level level_of(const Grid& g, int64_t l) {
+  const int64_t size = g.sizes[l];
+  const bool pow2 = (size & (size - 1)) == 0;
+  return Level{g.scales[l], g.offsets[l], size, g.resolutions[l], pow2 ? static_cast<uint32_t>(size - 1) : 0u,
+               g.dense[l] != 0, pow2};
+}
+
+struct Axis {
+  int64_t cell;     // lower corner's cell along this axis
+  float w, dw;      // weight of the upper corner, and d w / d frac
+};
+
+inline Axis axis(float x, const Level& level, bool smoothstep) {
+  const float pos = static_cast<float>(static_cast<double>(x) * level.scale + 0.5);
   const float floor = std::floor(pos);
   const float frac = pos - floor;
-  int64_t stride = 1;
-  if (g.dense[level]) {
-    for (int k = 0; k < d; ++k) stride *= g.resolutions[level];
-  } else {
-    stride = d == 0 ? 1 : (d == 1 ? 2654435761LL : 805459861LL);
-  }
-  const int64_t cell = static_cast<int64_t>(floor);
-  Axis a{cell * stride, (cell + 1) * stride, frac, 1.0f};
-  if (g.smoothstep) {
+  Axis a{static_cast<int64_t>(floor), frac, 1.0f};
+  if (smoothstep) {
     a.w = frac * frac * (3.0f - 2.0f * frac);
     a.dw = 6.0f * frac * (1.0f - frac);
   }
   return a;
 }
 
-inline int64_t wrap(int64_t index, int64_t size) {
-  index &= 0xFFFFFFFFLL;
-  if ((size & (size - 1)) == 0) return index & (size - 1);
-  // Only dense levels have other sizes; there index < 2 * size for positions in [0, 1] (a corner
-  // is at most one past the grid), so one subtraction replaces an integer division. The modulo
-  // keeps unchecked positions outside [0, 1] inside the table too.
-  if (index >= size) index -= size;
-  if (index >= size) index %= size;
-  return index;
-}
-
-// Table entry and weight of every corner (bit d of the corner number: upper along axis d).
+// Entry (within the level) and weight of every corner (bit d of the corner number: upper along
+// axis d). Hashed levels: tcnn's uint32 xor of cell * prime, masked (their size is 2^log2T).
+// Dense levels: c_0 + c_1 r + c_2 r^2, its low 32 bits modulo the size.
 template <int D>
-inline void corners(const float* xn, const Grid& g, int64_t level, int64_t* entries, float* weights) {
-  Axis a[D];
-  for (int d = 0; d < D; ++d) a[d] = axis(xn[d], d, g, level);
-  const bool dense = g.dense[level];
-  for (int c = 0; c < (1 << D); ++c) {
-    int64_t index = (c & 1) ? a[0].hi : a[0].lo;
-    float w = (c & 1) ? a[0].w : 1.0f - a[0].w;
-    for (int d = 1; d < D; ++d) {
-      const bool upper = (c >> d) & 1;
-      const int64_t term = upper ? a[d].hi : a[d].lo;
-      index = dense ? index + term : index ^ term;
-      w = w * (upper ? a[d].w : 1.0f - a[d].w);
+inline void corners(const Axis* a, const Level& level, uint32_t* entries, float* weights) {
+  if (!level.dense && level.pow2) {
+    constexpr uint32_t kPrimes[3] = {1u, 2654435761u, 805459861u};
+    uint32_t lo[D], hi[D];
+    for (int d = 0; d < D; ++d) {
+      lo[d] = static_cast<uint32_t>(a[d].cell) * kPrimes[d];
+      hi[d] = static_cast<uint32_t>(a[d].cell + 1) * kPrimes[d];
     }
-    entries[c] = g.offsets[level] + wrap(index, g.sizes[level]);
+    for (int c = 0; c < (1 << D); ++c) {
+      uint32_t index = (c & 1) ? hi[0] : lo[0];
+      for (int d = 1; d < D; ++d) index ^= ((c >> d) & 1) ? hi[d] : lo[d];
+      entries[c] = index & level.mask;
+    }
+  } else {
+    int64_t lo[D], hi[D], stride = 1;
+    for (int d = 0; d < D; ++d) {
+      // Hashed levels of another size (not made by spec.py) would need the primes here.
+      const int64_t s = level.dense ? stride : (d == 0 ? 1 : (d == 1 ? 2654435761LL : 805459861LL));
+      lo[d] = a[d].cell * s;
+      hi[d] = (a[d].cell + 1) * s;
+      stride *= level.resolution;
+    }
+    for (int c = 0; c < (1 << D); ++c) {
+      int64_t index = (c & 1) ? hi[0] : lo[0];
+      for (int d = 1; d < D; ++d) {
+        const int64_t term = ((c >> d) & 1) ? hi[d] : lo[d];
+        index = level.dense ? index + term : index ^ term;
+      }
+      uint64_t low = static_cast<uint64_t>(index) & 0xFFFFFFFFull;
+      const uint64_t size = static_cast<uint64_t>(level.size);
+      // A corner is at most one past the grid, so one subtraction usually replaces the division;
+      // the modulo keeps unchecked positions outside [0, 1] inside the table too.
+      if (level.pow2) low &= size - 1;
+      else if (low >= size) low = low - size < size ? low - size : low % size;
+      entries[c] = static_cast<uint32_t>(low);
+    }
+  }
+  for (int c = 0; c < (1 << D); ++c) {
+    float w = (c & 1) ? a[0].w : 1.0f - a[0].w;
+    for (int d = 1; d < D; ++d) w = w * (((c >> d) & 1) ? a[d].w : 1.0f - a[d].w);
     weights[c] = w;
   }
+}
+
+template <int D>
+inline void point_corners(const float* xn, const Level& level, bool smoothstep, uint32_t* entries, float* weights) {
+  Axis a[D];
+  for (int d = 0; d < D; ++d) a[d] = axis(xn[d], level, smoothstep);
+  corners<D>(a, level, entries, weights);
 }
 
 // The outputs are fresh allocations (the table gradient is ~49 MB at T = 2^19, F = 2), whose
@@ -102,8 +137,8 @@ inline void prefer_huge_pages(void* data, int64_t bytes) {
 // batch are computed: the gathers and scatters are cache misses (a hashed level's slice is 4 MB at
 // T = 2^19, F = 2); measured 1.8x faster forward and table gradient with it (2^16 points).
 template <int D, int F, int WRITE>
-inline void prefetch(const float* base, const int64_t* entries) {
-  for (int c = 0; c < (1 << D); ++c) __builtin_prefetch(base + entries[c] * F, WRITE);
+inline void prefetch(const float* base, const uint32_t* entries) {
+  for (int c = 0; c < (1 << D); ++c) __builtin_prefetch(base + static_cast<int64_t>(entries[c]) * F, WRITE);
 }
 
 // out is level-major (L, N, F).
@@ -112,8 +147,10 @@ void forward(const float* x, const float* table, float* out, int64_t n, const Gr
   const int64_t n_chunks = (n + kChunk - 1) / kChunk;
 #pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t task = 0; task < g.n_levels * n_chunks; ++task) {
-    const int64_t level = task / n_chunks, chunk = task % n_chunks;
-    int64_t entries[kBatch << D];
+    const int64_t l = task / n_chunks, chunk = task % n_chunks;
+    const Level level = level_of(g, l);
+    const float* values_of_level = table + level.offset * F;
+    uint32_t entries[kBatch << D];
     float weights[kBatch << D];
     const int64_t end = std::min(n, (chunk + 1) * kChunk);
     for (int64_t start = chunk * kChunk; start < end; start += kBatch) {
@@ -121,18 +158,19 @@ void forward(const float* x, const float* table, float* out, int64_t n, const Gr
       // All corners first (prefetching their rows), then the gathers with no arithmetic
       // between them: many cache misses in flight at once.
       for (int64_t i = start; i < stop; ++i) {
-        corners<D>(x + i * D, g, level, entries + ((i - start) << D), weights + ((i - start) << D));
-        prefetch<D, F, 0>(table, entries + ((i - start) << D));
+        const int64_t k = (i - start) << D;
+        point_corners<D>(x + i * D, level, g.smoothstep, entries + k, weights + k);
+        prefetch<D, F, 0>(values_of_level, entries + k);
       }
+      float* rows = out + (l * n + start) * F;
       for (int64_t i = start; i < stop; ++i) {
         float acc[F] = {};
         for (int c = 0; c < (1 << D); ++c) {
           const int64_t k = ((i - start) << D) + c;
-          const float* values = table + entries[k] * F;
+          const float* values = values_of_level + static_cast<int64_t>(entries[k]) * F;
           for (int f = 0; f < F; ++f) acc[f] += weights[k] * values[f];
         }
-        float* row = out + (level * n + i) * F;
-        for (int f = 0; f < F; ++f) row[f] = acc[f];
+        for (int f = 0; f < F; ++f) rows[(i - start) * F + f] = acc[f];
       }
     }
   }
@@ -144,21 +182,24 @@ void backward_table(const float* x, const float* grad_out, float* grad_table, in
                     int threads) {
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
   for (int64_t task = 0; task < g.n_levels; ++task) {
-    const int64_t level = g.n_levels - 1 - task;  // finest (slowest) levels first, for balance
-    std::fill(grad_table + g.offsets[level] * F, grad_table + g.offsets[level + 1] * F, 0.0f);
-    int64_t entries[kBatch << D];
+    const int64_t l = g.n_levels - 1 - task;  // finest (slowest) levels first, for balance
+    const Level level = level_of(g, l);
+    float* grads_of_level = grad_table + level.offset * F;
+    std::fill(grads_of_level, grad_table + g.offsets[l + 1] * F, 0.0f);
+    uint32_t entries[kBatch << D];
     float weights[kBatch << D];
     for (int64_t start = 0; start < n; start += kBatch) {
       const int64_t stop = std::min(n, start + kBatch);
       for (int64_t i = start; i < stop; ++i) {
-        corners<D>(x + i * D, g, level, entries + ((i - start) << D), weights + ((i - start) << D));
-        prefetch<D, F, 1>(grad_table, entries + ((i - start) << D));
+        const int64_t k = (i - start) << D;
+        point_corners<D>(x + i * D, level, g.smoothstep, entries + k, weights + k);
+        prefetch<D, F, 1>(grads_of_level, entries + k);
       }
       for (int64_t i = start; i < stop; ++i) {
-        const float* grad = grad_out + (level * n + i) * F;
+        const float* grad = grad_out + (l * n + i) * F;
         for (int c = 0; c < (1 << D); ++c) {
           const int64_t k = ((i - start) << D) + c;
-          float* target = grad_table + entries[k] * F;
+          float* target = grads_of_level + static_cast<int64_t>(entries[k]) * F;
           for (int f = 0; f < F; ++f) target[f] += weights[k] * grad[f];
         }
       }
@@ -170,20 +211,24 @@ void backward_table(const float* x, const float* grad_out, float* grad_table, in
 template <int D, int F>
 void backward_x(const float* x, const float* table, const float* grad_out, float* grad_x, int64_t n,
                 const Grid& g, int threads) {
+  Level levels[kMaxLevels];
+  for (int64_t l = 0; l < g.n_levels; ++l) levels[l] = level_of(g, l);
 #pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t i = 0; i < n; ++i) {
     float total[D] = {};
-    for (int64_t level = 0; level < g.n_levels; ++level) {
+    for (int64_t l = 0; l < g.n_levels; ++l) {
+      const Level& level = levels[l];
       Axis a[D];
-      for (int d = 0; d < D; ++d) a[d] = axis(x[i * D + d], d, g, level);
-      int64_t entries[1 << D];
+      for (int d = 0; d < D; ++d) a[d] = axis(x[i * D + d], level, g.smoothstep);
+      uint32_t entries[1 << D];
       float weights[1 << D];
-      corners<D>(x + i * D, g, level, entries, weights);
-      const float* grad = grad_out + (i * g.n_levels + level) * F;
+      corners<D>(a, level, entries, weights);
+      const float* values_of_level = table + level.offset * F;
+      const float* grad = grad_out + (i * g.n_levels + l) * F;
       float slope[D] = {};
       for (int c = 0; c < (1 << D); ++c) {
         float value = 0.0f;
-        for (int f = 0; f < F; ++f) value += grad[f] * table[entries[c] * F + f];
+        for (int f = 0; f < F; ++f) value += grad[f] * values_of_level[static_cast<int64_t>(entries[c]) * F + f];
         // d weight / d w_d: the other axes' factors, negated for the lower corner.
         for (int d = 0; d < D; ++d) {
           float others = ((c >> d) & 1) ? value : -value;
@@ -193,7 +238,7 @@ void backward_x(const float* x, const float* table, const float* grad_out, float
         }
       }
       // d frac / d x = scale (pos = x * scale + 0.5).
-      for (int d = 0; d < D; ++d) total[d] += slope[d] * a[d].dw * static_cast<float>(g.scales[level]);
+      for (int d = 0; d < D; ++d) total[d] += slope[d] * a[d].dw * static_cast<float>(level.scale);
     }
     for (int d = 0; d < D; ++d) grad_x[i * D + d] = total[d];
   }
