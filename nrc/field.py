@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from nrc import proposal_cpu
 from nrc.codebook import Assignment, Codebook
 from nrc.codebook_cpu import assign_and_decode, fused_available
 from nrc.config import ModelConfig, NRCConfig, SamplerConfig, SceneFrame
@@ -68,14 +69,20 @@ def proposal_grid(levels: int, finest_resolution: int, log2_hashmap_size: int) -
 class ProposalField(nn.Module):
     """Density only, per scene radius, from normalised points (N, 3) -> (N,)."""
 
+    LOGIT_OFFSET = 1.0  # the initial density, about one e-folding per radius (see Decoder.code_density)
+
     def __init__(self, grid: dict, hidden: int = 16, backend: str = "auto"):
         super().__init__()
         self.hashgrid = HashGridEncoding(3, grid, backend=backend)
         self.mlp = nn.Sequential(nn.Linear(self.hashgrid.n_output_dims, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        # One C++ kernel on CPU (nrc.proposal_cpu); False: the torch modules, its reference.
+        self.fused = True
 
     def forward(self, x_normalised: torch.Tensor) -> torch.Tensor:
+        if self.fused and proposal_cpu.fused_available(self.hashgrid, self.mlp, x_normalised):
+            return proposal_cpu.proposal_density(self.hashgrid, self.mlp, x_normalised, self.LOGIT_OFFSET)
         h = self.hashgrid(unit_cube_from_normalised(x_normalised).float())
-        return trunc_exp(self.mlp(h).squeeze(-1) + 1.0)
+        return trunc_exp(self.mlp(h).squeeze(-1) + self.LOGIT_OFFSET)
 
 
 class SceneEncoder(nn.Module):

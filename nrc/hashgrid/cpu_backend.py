@@ -34,6 +34,10 @@ def _build() -> ctypes.CDLL:
         function.restype = i32
     library.hashgrid_transpose.argtypes = [pointer, pointer, i64, i64, i32, i32, i32]
     library.hashgrid_transpose.restype = None
+    f32 = ctypes.c_float
+    library.proposal_density_forward.argtypes = [pointer] * 7 + [i64, f32, i64, i32, i32] + grid
+    library.proposal_density_backward.argtypes = [pointer] * 14 + [i64, f32, i64, i32, i32] + grid
+    library.proposal_density_forward.restype = library.proposal_density_backward.restype = i32
     return library
 
 
@@ -63,9 +67,9 @@ def _grid(spec: HashGridSpec) -> tuple:
             np.array(spec.resolutions, dtype=np.int64))
 
 
-def _call(function, tensors, n: int, spec: HashGridSpec) -> None:
+def _call(function, tensors, n: int, spec: HashGridSpec, *scalars) -> None:
     arrays = _grid(spec)
-    status = function(*[t.data_ptr() for t in tensors], n, spec.n_input_dims, spec.n_features_per_level,
+    status = function(*[t.data_ptr() for t in tensors], *scalars, n, spec.n_input_dims, spec.n_features_per_level,
                       *[a.ctypes.data for a in arrays], spec.n_levels, int(spec.smoothstep),
                       torch.get_num_threads())
     if status:
