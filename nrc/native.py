@@ -8,6 +8,7 @@ kernel as the reference and fall back to it when the build fails.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -28,13 +29,16 @@ def _put_ninja_on_path() -> None:
         os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
 
 
-def build_library(name: str, source: Path, extra_cflags: tuple[str, ...] = ()) -> ctypes.CDLL:
-    """Compile ``source`` (cached) and load it; raises when there is no compiler or the build fails."""
+def build_library(name: str, source: Path, extra_cflags: tuple[str, ...] = (),
+                  headers: tuple[Path, ...] = ()) -> ctypes.CDLL:
+    """Compile ``source`` (cached) and load it; raises when there is no compiler or the build fails.
+    ``headers`` it includes are part of the cache key (torch's cache only hashes the source)."""
     from torch.utils.cpp_extension import load
 
     _put_ninja_on_path()
-    path = load(name, [str(source)], extra_cflags=CFLAGS + list(extra_cflags), extra_ldflags=["-fopenmp"],
-                is_python_module=False, verbose=False)
+    digest = hashlib.sha1(b"".join(Path(h).read_bytes() for h in headers)).hexdigest()[:16]
+    path = load(name, [str(source)], extra_cflags=CFLAGS + list(extra_cflags) + [f"-DODIN360_HEADERS={digest}"],
+                extra_ldflags=["-fopenmp"], is_python_module=False, verbose=False)
     return ctypes.CDLL(path)
 
 

@@ -83,11 +83,13 @@ def ray_intervals(encoder, sampler, o: torch.Tensor, d: torch.Tensor, *, stratif
     t_edges_p, t_mid_p = sample_along_rays(n_rays, sampler.proposal_samples, stratified=stratified, generator=generator,
                                            device=o.device, **encoder.ray_range())
     points = o[:, None, :] + d[:, None, :] * t_mid_p[..., None]
-    keep = encoder.occupancy.query(points) if use_occupancy else torch.ones(points.shape[:2], dtype=torch.bool,
-                                                                           device=o.device)
-    sigma = torch.zeros(keep.shape, device=o.device)
-    if keep.any():
-        sigma = sigma.index_put(keep.nonzero(as_tuple=True), encoder.proposal(points[keep]).float())
+    if use_occupancy:
+        keep = encoder.occupancy.query(points)
+        sigma = torch.zeros(keep.shape, device=o.device)
+        if keep.any():
+            sigma = sigma.index_put(keep.nonzero(as_tuple=True), encoder.proposal(points[keep]).float())
+    else:
+        sigma = encoder.proposal(points.reshape(-1, 3)).float().view(points.shape[:2])
     weights = volume_weights(sigma, t_edges_p[:, 1:] - t_edges_p[:, :-1])
     L = encoder.linear_until
     s_edges_p = s_from_t(t_edges_p / L)
@@ -113,27 +115,29 @@ def render_rays(model: NRCModel, scene: int, origins: torch.Tensor, directions: 
     t_edges, t_mid, proposal = ray_intervals(encoder, cfg, o, d, stratified=stratified, generator=generator,
                                              use_occupancy=use_occupancy)
     points = (o[:, None, :] + d[:, None, :] * t_mid[..., None]).reshape(-1, 3)
-    keep = encoder.occupancy.query(points) if use_occupancy else torch.ones(len(points), dtype=torch.bool, device=o.device)
-    # Field outputs stay packed (one row per evaluated sample): only density is scattered into
-    # the dense (R, N) layout the transmittance cumsum needs; colour and codes are summed per ray
-    # with index_add, which skips the dense (R, N, 3) tensors and their scatter/gather backward.
-    flat = keep.nonzero().squeeze(1)
+    # Field outputs stay packed (one row per evaluated sample ``flat``): only density is scattered
+    # into the dense (R, N) layout the transmittance cumsum needs; colour and codes are summed per
+    # ray with index_add, which skips the dense (R, N, 3) tensors and their scatter/gather backward.
+    # Without the grid every sample is evaluated and the packed layout is the dense one.
+    every = not use_occupancy
+    flat = torch.arange(len(points), device=o.device) if every else encoder.occupancy.query(points).nonzero().squeeze(1)
     ray = torch.div(flat, n_samples, rounding_mode="floor")
     vq_loss, variation_cost = torch.zeros(2, device=o.device), torch.zeros((), device=o.device)
     field = None
     sigma = torch.zeros(n_rays * n_samples, device=o.device)
     if len(flat):
-        field = model.query(scene, points[flat], None)
-        sigma = sigma.index_put((flat,), field.sigma.float())
+        field = model.query(scene, points if every else points[flat], None)
+        sigma = field.sigma.float() if every else sigma.index_put((flat,), field.sigma.float())
         vq_loss, variation_cost = field.assignment.vq_loss, field.assignment.variation_cost
     sigma = sigma.view(n_rays, n_samples)
     weights, transmittance = volume_weights_and_transmittance(sigma, t_edges[:, 1:] - t_edges[:, :-1])
-    w = weights.reshape(-1)[flat]
+    w = weights.reshape(-1) if every else weights.reshape(-1)[flat]
     out = {"vq_loss": vq_loss, "variation_cost": variation_cost, "n_evaluated": len(flat)}
     if "rgb" in outputs:
         rgb = torch.zeros(n_rays, 3, device=o.device)
         if field is not None:
-            lit = (transmittance.detach().reshape(-1)[flat] >= min_transmittance).nonzero().squeeze(1)
+            lit_t = transmittance.detach().reshape(-1)
+            lit = ((lit_t if every else lit_t[flat]) >= min_transmittance).nonzero().squeeze(1)
             # Nothing hidden (the usual case early in training): skip the gathers and their backward.
             geo, lit_ray, lit_w = (field.geo, ray, w) if len(lit) == len(flat) else (field.geo[lit], ray[lit], w[lit])
             rgb = rgb.index_add(0, lit_ray, lit_w[:, None] * model.decoder.color(geo, d, lit_ray).float())

@@ -2,13 +2,10 @@
 knows the surface lets a few radiance-field samples render what many uniform ones do."""
 from __future__ import annotations
 
-import pytest
 import torch
 
-from nrc import proposal_cpu
 from nrc.config import SceneFrame, preset
-from nrc.field import NRCModel, ProposalField, proposal_grid
-from nrc.hashgrid import cpu_backend
+from nrc.field import NRCModel
 from nrc.proposal import covering_weights, covering_weights_reference, interlevel_loss, pdf_edges
 from nrc.rendering import march_rays, render_rays
 
@@ -146,46 +143,3 @@ def test_marching_with_a_proposal_matches_its_full_render():
     for k in outputs:
         torch.testing.assert_close(marched[k], full[k], rtol=1e-3, atol=2e-3 * (2.0 if k == "depth" else 1))
 
-
-@pytest.mark.parametrize("features,levels,interpolation", [(1, 2, "Linear"), (2, 5, "Linear"), (4, 3, "Smoothstep")])
-def test_fused_proposal_density_matches_its_torch_path(features, levels, interpolation):
-    """The C++ proposal field (nrc.proposal_cpu) against the torch modules: density and every
-    parameter's gradient, with dense and hashed levels, points inside and outside the unit ball."""
-    if not cpu_backend.cpu_backend_available():
-        pytest.skip(f"the C++ kernels cannot be built here ({cpu_backend.unavailable_reason()})")
-    torch.manual_seed(features)
-    grid = dict(proposal_grid(levels, 128, 13), n_features_per_level=features, interpolation=interpolation)
-    field = ProposalField(grid, hidden=12)
-    spec = field.hashgrid.spec
-    assert spec.dense[0] and not spec.dense[-1]
-    with torch.no_grad():
-        field.hashgrid.table.normal_(0, 0.5)
-    x = torch.randn(3001, 3) * 1.5  # an odd count: a partial block
-    x[:2] = torch.tensor([[0.0, 0.0, 0.0], [1e6, -1e6, 3.0]])
-    grad_sigma = torch.randn(len(x))
-    results = []
-    for fused in (True, False):
-        field.fused = fused
-        field.zero_grad()
-        sigma = field(x)
-        (sigma * grad_sigma).sum().backward()
-        results.append((sigma.detach(), [p.grad.clone() for p in field.parameters()]))
-    (sigma, grads), (ref_sigma, ref_grads) = results
-    torch.testing.assert_close(sigma, ref_sigma, rtol=1e-5, atol=1e-6)
-    for got, want in zip(grads, ref_grads):
-        scale = want.abs().max().clamp_min(1e-12)
-        torch.testing.assert_close(got / scale, want / scale, rtol=0, atol=1e-5)
-
-
-def test_fused_proposal_density_serves_only_what_it_can():
-    field = ProposalField(proposal_grid(2, 64, 12))
-    if not cpu_backend.cpu_backend_available():
-        pytest.skip(f"the C++ kernels cannot be built here ({cpu_backend.unavailable_reason()})")
-    assert proposal_cpu.fused_available(field.hashgrid, field.mlp, torch.zeros(4, 3))
-    assert not proposal_cpu.fused_available(field.hashgrid, field.mlp, torch.zeros(4, 3, requires_grad=True))
-    assert not proposal_cpu.fused_available(field.hashgrid, field.mlp, torch.zeros(4, 3, dtype=torch.float64))
-    assert not proposal_cpu.fused_available(ProposalField(proposal_grid(2, 64, 12), backend="torch").hashgrid,
-                                            field.mlp, torch.zeros(4, 3))
-    empty = field(torch.zeros(0, 3))
-    empty.sum().backward()
-    assert empty.shape == (0,) and field.hashgrid.table.grad.abs().sum() == 0

@@ -22,9 +22,10 @@ from ..native import LazyLibrary, build_library
 from .spec import PARAM_DTYPES, HashGridSpec, check_positions, check_table
 
 SOURCE = Path(__file__).with_name("cpu_kernels.cpp")
+HEADER = Path(__file__).with_name("grid_core.h")  # the arithmetic it shares with nrc/field_kernels.cpp
 
 def _build() -> ctypes.CDLL:
-    library = build_library("odin360_hashgrid_cpu", SOURCE)
+    library = build_library("odin360_hashgrid_cpu", SOURCE, headers=(HEADER,))
     pointer, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     grid = [pointer] * 5 + [i64, i32, i32]  # scales, offsets, sizes, dense, resolutions, L, smoothstep, threads
     library.hashgrid_forward.argtypes = [pointer] * 3 + [i64, i32, i32] + grid
@@ -34,10 +35,6 @@ def _build() -> ctypes.CDLL:
         function.restype = i32
     library.hashgrid_transpose.argtypes = [pointer, pointer, i64, i64, i32, i32, i32]
     library.hashgrid_transpose.restype = None
-    f32 = ctypes.c_float
-    library.proposal_density_forward.argtypes = [pointer] * 7 + [i64, f32, i64, i32, i32] + grid
-    library.proposal_density_backward.argtypes = [pointer] * 14 + [i64, f32, i64, i32, i32] + grid
-    library.proposal_density_forward.restype = library.proposal_density_backward.restype = i32
     return library
 
 
