@@ -18,6 +18,7 @@ from nrc.codebook import Assignment, Codebook
 from nrc.codebook_cpu import assign_and_decode, fused_available
 from nrc.config import ModelConfig, NRCConfig, SamplerConfig, SceneFrame
 from nrc.hashgrid import HashGridEncoding
+from nrc.mlp_cpu import mlp_forward
 from nrc.sampling import OccupancyGrid, s_spacing, unit_cube_from_normalised
 
 
@@ -123,7 +124,7 @@ class SceneEncoder(nn.Module):
         """(features that pick the code, features the variation reads): one tensor twice unless
         the code sees only the coarse levels."""
         h = self.hashgrid(unit_cube_from_normalised(x_normalised).float())
-        code = self.mlp(h[:, :self.code_inputs])
+        code = mlp_forward(self.mlp, h[:, :self.code_inputs])
         return code, (code if self.detail_mlp is None else self.detail_mlp(h))
 
 
@@ -178,7 +179,7 @@ class Decoder(nn.Module):
         """Colour of points (N, 3) from their colour-MLP input ``geo`` and unit view ``directions``:
         one per point, or one per ray with ``rays`` (N,) the ray of each point, so the SH basis
         and its share of the view head are computed per ray (a ray's samples share them)."""
-        logit = self.color_mlp(geo).float()
+        logit = mlp_forward(self.color_mlp, geo).float()
         if self.view_dependence:
             # view_head(cat([geo, sh])) split into its two blocks: no (N, geo_dim + 9) concatenation.
             w, b = self.view_head.weight, self.view_head.bias
