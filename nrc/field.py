@@ -125,7 +125,7 @@ class SceneEncoder(nn.Module):
         the code sees only the coarse levels."""
         h = self.hashgrid(unit_cube_from_normalised(x_normalised).float())
         code = mlp_forward(self.mlp, h[:, :self.code_inputs])
-        return code, (code if self.detail_mlp is None else self.detail_mlp(h))
+        return code, (code if self.detail_mlp is None else mlp_forward(self.detail_mlp, h))
 
 
 class Decoder(nn.Module):

@@ -32,7 +32,6 @@ inline void store(float* p, v8 v) { std::memcpy(p, &v, sizeof v); }
 inline v8 relu(v8 z) { return z > splat(0.0f) ? z : splat(0.0f); }
 // The gradient where the pre-activation is positive, else 0.
 inline v8 relu_gradient(v8 grad, v8 pre) { return pre > splat(0.0f) ? grad : splat(0.0f); }
-inline float horizontal_sum(v8 v) { return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7])); }
 
 constexpr int64_t kMaxWidth = 128, kMaxLayers = 8;
 
@@ -88,30 +87,20 @@ void block_forward(const float* x, int64_t start, int64_t count, const Net& net,
   }
 }
 
-// sum_i a[i] * b[i] over a block's lanes, in two vectors of partial sums.
-inline float lane_dot(const float* a, const float* b) {
-  v8 even = {}, odd = {};
-  for (int i = 0; i < kLanes; i += 16) {
-    even += load(a + i) * load(b + i);
-    odd += load(a + i + 8) * load(b + i + 8);
-  }
-  return horizontal_sum(even + odd);
+// sum += a * b (or a where b is null) folded onto 8 lanes: a parameter's gradient summed over a
+// block, kept as 8 partial sums until the end (no horizontal sum per block).
+inline void accumulate_lanes(float* sum, const float* a, const float* b) {
+  v8 total = load(sum);
+  for (int i = 0; i < kLanes; i += 8) total += b == nullptr ? load(a + i) : load(a + i) * load(b + i);
+  store(sum, total);
 }
 
-inline float lane_sum(const float* a) {
-  v8 even = {}, odd = {};
-  for (int i = 0; i < kLanes; i += 16) {
-    even += load(a + i);
-    odd += load(a + i + 8);
-  }
-  return horizontal_sum(even + odd);
-}
-
-// One block's share of the gradients: the parameters' added to ``mine`` (laid out by ``at``), the
-// input's written to grad_x (when not null). grad and grad_below are (kMaxWidth, kLanes) scratch.
+// One block's share of the gradients: the parameters' added to ``sums`` (8 partial sums each, laid
+// out by ``at``), the input's written to grad_x (when not null). grad and grad_below are
+// (kMaxWidth, kLanes) scratch.
 ODIN360_CLONES
 void block_backward(const float* x, const float* grad_out, float* grad_x, int64_t start, int64_t count, const Net& net,
-                    Block& block, double* mine, const int64_t* at, float* grad, float* grad_below) {
+                    Block& block, float* sums, const int64_t* at, float* grad, float* grad_below) {
   const int64_t n_in = net.widths[0], n_out = net.widths[net.n_layers];
   block_forward(x, start, count, net, block);
   // The tail lanes get no gradient.
@@ -120,12 +109,12 @@ void block_backward(const float* x, const float* grad_out, float* grad_x, int64_
   for (int64_t l = net.n_layers - 1; l >= 0; --l) {
     const int64_t lo = net.widths[l], hi = net.widths[l + 1];
     const float* w = net.weights[l];
-    double* g_w = mine + at[l];
-    double* g_b = g_w + hi * lo;
+    float* g_w = sums + 8 * at[l];
+    float* g_b = g_w + 8 * hi * lo;
     for (int64_t j = 0; j < hi; ++j) {
       const float* g = grad + j * kLanes;
-      g_b[j] += lane_sum(g);
-      for (int64_t k = 0; k < lo; ++k) g_w[j * lo + k] += lane_dot(g, block.acts[l].data() + k * kLanes);
+      accumulate_lanes(g_b + 8 * j, g, nullptr);
+      for (int64_t k = 0; k < lo; ++k) accumulate_lanes(g_w + 8 * (j * lo + k), g, block.acts[l].data() + k * kLanes);
     }
     if (l == 0 && grad_x == nullptr) break;
     for (int64_t k = 0; k < lo; ++k) {
@@ -188,24 +177,25 @@ int mlp_backward(const float* x, const float* grad_out, float* grad_x, int64_t n
                  float* const* grad_weights, float* const* grad_biases, int threads) {
   const Net net{n_layers, widths, weights, biases};
   if (!supported(net)) return 1;
-  // Every parameter's gradient, [w_0 | b_0 | w_1 | b_1 | ...]: a block's lanes summed in float,
-  // blocks and threads in double.
+  // Every parameter's gradient, [w_0 | b_0 | w_1 | b_1 | ...]: 8 partial sums in float per thread,
+  // then summed in double.
   std::vector<int64_t> at(n_layers + 1, 0);
   for (int64_t l = 0; l < n_layers; ++l) at[l + 1] = at[l] + widths[l + 1] * (widths[l] + 1);
   std::vector<double> totals(at[n_layers], 0.0);
 #pragma omp parallel num_threads(threads)
   {
     Block block(net);
-    std::vector<double> mine(at[n_layers], 0.0);
+    std::vector<float> sums(8 * at[n_layers], 0.0f);
     std::vector<float> grad(kMaxWidth * kLanes), grad_below(kMaxWidth * kLanes);
 #pragma omp for schedule(static)
     for (int64_t start = 0; start < n; start += kLanes) {
       const int64_t count = std::min<int64_t>(kLanes, n - start);
-      block_backward(x, grad_out, grad_x, start, count, net, block, mine.data(), at.data(), grad.data(),
+      block_backward(x, grad_out, grad_x, start, count, net, block, sums.data(), at.data(), grad.data(),
                      grad_below.data());
     }
 #pragma omp critical
-    for (size_t p = 0; p < totals.size(); ++p) totals[p] += mine[p];
+    for (size_t p = 0; p < totals.size(); ++p)
+      for (int t = 0; t < 8; ++t) totals[p] += sums[8 * p + t];
   }
   for (int64_t l = 0; l < n_layers; ++l) {
     const int64_t lo = widths[l], hi = widths[l + 1];
