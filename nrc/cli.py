@@ -107,9 +107,12 @@ def fit_summary(result, config) -> str:
     if not result.history:
         return f"nrc fit: step {result.step}/{config.train.steps} in {result.seconds:.1f} s (no step trained) -> {result.run_dir}"
     last = result.history[-1]
+    # Over the whole call (saves, previews and the final refresh included): the last log window
+    # can be a single step that paid for a save.
+    rays_per_s = result.steps_trained * config.train.batch_rays / max(result.seconds, 1e-9)
     return (f"nrc fit: step {result.step}/{config.train.steps} in {result.seconds:.1f} s, "
             f"train PSNR {last['psnr']:.2f} dB (last {config.train.log_every} steps at most), "
-            f"{last['active_codes']} active codes, {last['rays_per_s']:,.0f} rays/s -> {result.run_dir}")
+            f"{last['active_codes']} active codes, {rays_per_s:,.0f} rays/s -> {result.run_dir}")
 
 
 def _run_eval(args) -> int:

@@ -190,7 +190,7 @@ def preset(name: str) -> NRCConfig:
     5-minute H100 config; "cpu": 5 minutes on 2 cores: MLPs of 32, and a proposal field's 24
     uniform samples place the radiance field's 16 (bench/nrc.py --sampler-ab: fern at 128 px
     27.39 dB at 1.68x the rays/s of 48 uniform samples, 26.66 dB; the synthetic world 31.00 vs
-    29.97 dB at 1.51x; the proposal untrained: 22.35 dB on fern); 3200 steps: about what 2 loaded
+    29.97 dB at 1.51x; the proposal untrained: 22.35 dB on fern); 4000 steps: about what 2 loaded
     cores run in its 300 s, so the learning rate has decayed when the budget ends; "tiny": 2
     minutes, for tests and demos."""
     if name == "gpu":
@@ -200,7 +200,7 @@ def preset(name: str) -> NRCConfig:
             model=ModelConfig(hashgrid=HashGridConfig(n_levels=12, log2_hashmap_size=17, finest_resolution=1024),
                               feature_hidden=32, decoder_hidden=32, color_hidden=32),
             sampler=SamplerConfig(n_samples=16, proposal_samples=24, occupancy_resolution=48, occupancy_warmup=32),
-            train=TrainConfig(steps=3200, seconds=300.0, batch_rays=1024, image_height=128, save_every=200,
+            train=TrainConfig(steps=4000, seconds=300.0, batch_rays=1024, image_height=128, save_every=200,
                               preview_every=500))
     if name == "tiny":
         return NRCConfig(

@@ -34,6 +34,7 @@ class FitResult:
     step: int
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    steps_trained: int = 0  # by this call (a resumed run started later)
 
 
 def psnr_from_mse(mse: float) -> float:
@@ -371,7 +372,7 @@ def _fit(scene_paths: list[str | Path], run_dir: str | Path, config: NRCConfig, 
                                           now - window_t, budget.elapsed()))
         finish_fit(budget, cost, model, optimizer, config, run_dir, step, history, previews[0], device)
     bar.close()
-    return FitResult(run_dir, step, history, budget.elapsed())
+    return FitResult(run_dir, step, history, budget.elapsed(), step - start_step)
 
 
 def finish_fit(budget: Budget, cost, model: NRCModel, optimizer, config: NRCConfig, run_dir: Path, step: int,
