@@ -14,6 +14,7 @@
 namespace {
 
 constexpr int64_t kMaxInputs = 64, kMaxHidden = 128, kMaxOutputs = 64;
+constexpr int64_t kChunkBlocks = 16;  // blocks whose parameter gradients are summed together
 
 struct Mlp {
   const float* w1;  // (hidden, inputs), nn.Linear's layout
@@ -151,16 +152,19 @@ void fused_backward(const float* x, const float* table, const Mlp& mlp, const fl
   Level levels[kMaxLevels];
   levels_of(g, levels);
   const int64_t inputs = mlp.inputs, hidden = mlp.hidden, outputs = mlp.outputs;
-  // [w1 | b1 | w2 | b2], summed over a block's lanes in float, over blocks and threads in double.
+  // [w1 | b1 | w2 | b2], summed over a block's lanes in float, over a chunk's blocks in double, then
+  // over chunks in their order: the same bits at any thread count.
   const int64_t n_w1 = hidden * inputs, n_params = n_w1 + hidden + outputs * hidden + outputs;
-  std::vector<double> totals(n_params, 0.0);
+  const int64_t chunk_points = kChunkBlocks * kLanes, n_chunks = (n + chunk_points - 1) / chunk_points;
+  std::vector<double> sums(n_chunks * n_params, 0.0);
 #pragma omp parallel num_threads(threads)
   {
     Block block(mlp);
-    std::vector<double> mine(n_params, 0.0);
     std::vector<float> g_out(outputs * kLanes), g_a(hidden * kLanes), relu(kLanes);
 #pragma omp for schedule(static)
-    for (int64_t start = 0; start < n; start += kLanes) {
+    for (int64_t chunk = 0; chunk < n_chunks; ++chunk)
+    for (int64_t start = chunk * chunk_points; start < std::min(n, (chunk + 1) * chunk_points); start += kLanes) {
+      double* mine = sums.data() + chunk * n_params;
       const int64_t count = std::min<int64_t>(kLanes, n - start);
       field_block<F>(x, start, count, table, levels, g, mlp, block);
       // The tail lanes get no gradient.
@@ -206,9 +210,10 @@ void fused_backward(const float* x, const float* table, const Mlp& mlp, const fl
       for (int64_t i = 0; i < count; ++i)
         for (int d = 0; d < 3; ++d) u_all[3 * (start + i) + d] = block.u[d][i];
     }
-#pragma omp critical
-    for (int64_t p = 0; p < n_params; ++p) totals[p] += mine[p];
   }
+  std::vector<double> totals(n_params, 0.0);
+  for (int64_t chunk = 0; chunk < n_chunks; ++chunk)
+    for (int64_t p = 0; p < n_params; ++p) totals[p] += sums[chunk * n_params + p];
   float* grads[4] = {grad_w1, grad_b1, grad_w2, grad_b2};
   const int64_t sizes[4] = {n_w1, hidden, outputs * hidden, outputs};
   for (int64_t part = 0, p = 0; part < 4; ++part)

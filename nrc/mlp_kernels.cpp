@@ -34,6 +34,7 @@ inline v8 relu(v8 z) { return z > splat(0.0f) ? z : splat(0.0f); }
 inline v8 relu_gradient(v8 grad, v8 pre) { return pre > splat(0.0f) ? grad : splat(0.0f); }
 
 constexpr int64_t kMaxWidth = 128, kMaxLayers = 8;
+constexpr int64_t kChunkBlocks = 16;  // blocks whose parameter gradients are summed together
 
 struct Net {
   int64_t n_layers;
@@ -177,26 +178,29 @@ int mlp_backward(const float* x, const float* grad_out, float* grad_x, int64_t n
                  float* const* grad_weights, float* const* grad_biases, int threads) {
   const Net net{n_layers, widths, weights, biases};
   if (!supported(net)) return 1;
-  // Every parameter's gradient, [w_0 | b_0 | w_1 | b_1 | ...]: 8 partial sums in float per thread,
-  // then summed in double.
+  // Every parameter's gradient, [w_0 | b_0 | w_1 | b_1 | ...], as 8 partial float sums per chunk
+  // of kChunkBlocks blocks, then summed in double in chunk order: the same bits at any thread count.
   std::vector<int64_t> at(n_layers + 1, 0);
   for (int64_t l = 0; l < n_layers; ++l) at[l + 1] = at[l] + widths[l + 1] * (widths[l] + 1);
-  std::vector<double> totals(at[n_layers], 0.0);
+  const int64_t n_sums = 8 * at[n_layers], chunk_points = kChunkBlocks * kLanes;
+  const int64_t n_chunks = (n + chunk_points - 1) / chunk_points;
+  std::vector<float> sums(n_chunks * n_sums, 0.0f);
 #pragma omp parallel num_threads(threads)
   {
     Block block(net);
-    std::vector<float> sums(8 * at[n_layers], 0.0f);
     std::vector<float> grad(kMaxWidth * kLanes), grad_below(kMaxWidth * kLanes);
 #pragma omp for schedule(static)
-    for (int64_t start = 0; start < n; start += kLanes) {
-      const int64_t count = std::min<int64_t>(kLanes, n - start);
-      block_backward(x, grad_out, grad_x, start, count, net, block, sums.data(), at.data(), grad.data(),
-                     grad_below.data());
-    }
-#pragma omp critical
-    for (size_t p = 0; p < totals.size(); ++p)
-      for (int t = 0; t < 8; ++t) totals[p] += sums[8 * p + t];
+    for (int64_t chunk = 0; chunk < n_chunks; ++chunk)
+      for (int64_t start = chunk * chunk_points; start < std::min(n, (chunk + 1) * chunk_points); start += kLanes) {
+        const int64_t count = std::min<int64_t>(kLanes, n - start);
+        block_backward(x, grad_out, grad_x, start, count, net, block, sums.data() + chunk * n_sums, at.data(),
+                       grad.data(), grad_below.data());
+      }
   }
+  std::vector<double> totals(at[n_layers], 0.0);
+  for (int64_t chunk = 0; chunk < n_chunks; ++chunk)
+    for (int64_t p = 0; p < at[n_layers]; ++p)
+      for (int t = 0; t < 8; ++t) totals[p] += sums[chunk * n_sums + 8 * p + t];
   for (int64_t l = 0; l < n_layers; ++l) {
     const int64_t lo = widths[l], hi = widths[l + 1];
     for (int64_t p = 0; p < hi * lo; ++p) grad_weights[l][p] = static_cast<float>(totals[at[l] + p]);

@@ -111,3 +111,21 @@ def test_fused_features_match_the_torch_modules(levels, features, log2):
     assert out.shape == (len(x), 16)
     torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-5)
     assert_gradients_close(grads, ref_grads)
+
+
+def test_fused_field_gives_the_same_bits_at_one_and_two_threads():
+    torch.manual_seed(5)
+    field = ProposalField(proposal_grid(2, 64, 12))
+    x, grad_sigma = points(5000), torch.randn(5000)
+    results = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        try:
+            field.zero_grad()
+            sigma = field(x)
+            (sigma * grad_sigma).sum().backward()
+            results.append((sigma.detach(), [p.grad.clone() for p in field.parameters()]))
+        finally:
+            torch.set_num_threads(2)
+    (s1, g1), (s2, g2) = results
+    assert torch.equal(s1, s2) and all(torch.equal(a, b) for a, b in zip(g1, g2))

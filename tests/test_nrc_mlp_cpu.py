@@ -60,3 +60,22 @@ def test_fused_mlp_serves_only_what_it_can():
     empty = mlp_cpu.mlp_forward(mlp, torch.zeros(0, 8))
     empty.sum().backward()
     assert empty.shape == (0, 4) and all(p.grad.abs().sum() == 0 for p in mlp.parameters())
+
+
+def test_fused_mlp_gives_the_same_bits_at_one_and_two_threads():
+    """Gradients are summed per fixed chunk of samples, then in chunk order (a fit's byte-identical
+    weights at 1 and 2 threads rest on it; tests/test_crash_safety.py)."""
+    torch.manual_seed(3)
+    mlp = _mlp([16, 32, 32, 3])
+    x = torch.randn(5000, 16).requires_grad_()
+    grad_out = torch.randn(len(x), 3)
+    results = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        try:
+            results.append(run(mlp, x, grad_out, fused=True))
+        finally:
+            torch.set_num_threads(2)
+    (out1, gx1, g1), (out2, gx2, g2) = results
+    assert torch.equal(out1, out2) and torch.equal(gx1, gx2)
+    assert all(torch.equal(a, b) for a, b in zip(g1, g2))
