@@ -143,9 +143,15 @@ def timed_fit(scene, out: Path, config, seconds: float, curve_every: float | Non
     return result, report, eval_s, points
 
 
-def fused_codebook_ab(scene, out: Path, reps: int = 6, steps: int = 10) -> tuple[float, float]:
-    """Median ms per cpu-preset training step (fern at 128 px) with the fused codebook kernel and
-    with its torch reference, alternating in one process on one model (after 100 warm-up steps)."""
+KERNEL_ARMS = ("all kernels", "torch codebook", "torch MLPs", "torch proposal field", "all torch",
+               "occupancy grid in training")
+
+
+def kernel_ab(scene, out: Path, reps: int = 6, steps: int = 16) -> dict[str, float]:
+    """Median ms per cpu-preset training step (fern at 128 px) with every CPU kernel, with each
+    kernel replaced by its torch reference, with all three replaced, and with the occupancy grid
+    back in training (culling and a refresh pass every 16 steps), alternating in one process on one
+    model after 100 warm-up steps."""
     from nrc.data import RayBank
     from nrc.field import NRCModel
     from nrc.trainer import make_optimizer, prepare_run, scene_batches, step_generator, training_loss, update_occupancy
@@ -156,6 +162,7 @@ def fused_codebook_ab(scene, out: Path, reps: int = 6, steps: int = 10) -> tuple
     torch.manual_seed(0)
     model = NRCModel(config)
     optimizer = make_optimizer(model, config.train.lr)
+    encoder = model.encoders[0]
 
     def step(i: int) -> None:
         gen = step_generator(0, i, "cpu")
@@ -163,19 +170,26 @@ def fused_codebook_ab(scene, out: Path, reps: int = 6, steps: int = 10) -> tuple
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        update_occupancy(model, config, i, torch.device("cpu"))
+
+    def arm(name: str) -> None:
+        model.fused_codebook = name not in ("torch codebook", "all torch")
+        model.decoder.fused_mlp = encoder.fused_mlp = name not in ("torch MLPs", "all torch")
+        encoder.proposal.fused = name not in ("torch proposal field", "all torch")
+        config.sampler.occupancy_in_training = True if name == "occupancy grid in training" else None
 
     for i in range(100):
         step(i)
-        update_occupancy(model, config, i, torch.device("cpu"))
-    times: dict[bool, list[float]] = {True: [], False: []}
+    times: dict[str, list[float]] = {name: [] for name in KERNEL_ARMS}
     for rep in range(reps):
-        for fused in (True, False):
-            model.fused_codebook = fused
+        for name in KERNEL_ARMS:
+            arm(name)
             t = time.perf_counter()
-            for i in range(steps):
-                step(100 + i)
-            times[fused].append((time.perf_counter() - t) / steps * 1000)
-    return float(np.median(times[True])), float(np.median(times[False]))
+            for i in range(steps):  # 16 steps from a multiple of 16: one grid refresh when it is on
+                step(112 + i)
+            times[name].append((time.perf_counter() - t) / steps * 1000)
+    arm("all kernels")
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def cpu_quick(out: Path, fern_seconds: float = 300.0, world_max_seconds: float = 300.0) -> None:
@@ -200,9 +214,11 @@ def cpu_quick(out: Path, fern_seconds: float = 300.0, world_max_seconds: float =
               f"{rays / result.seconds:,.0f} rays/s; steps in the preset's default {preset(name).train.seconds:.0f} s "
               f"at this rate: ~{result.step / result.seconds * preset(name).train.seconds:.0f}"
               + (f"; {work_line(trained[-1])}" if trained else ""))
-    fused_ms, torch_ms = fused_codebook_ab(FERN, out / "codebook_ab")
-    print(f"cpu preset step on fern at 128 px, same model, alternating: fused codebook kernel {fused_ms:.1f} ms, "
-          f"its torch reference {torch_ms:.1f} ms ({torch_ms / fused_ms:.2f}x)")
+    ms = kernel_ab(FERN, out / "kernel_ab")
+    base = ms["all kernels"]
+    print("cpu preset step on fern at 128 px, same model, alternating, median ms: "
+          + "; ".join(f"{name} {ms[name]:.1f}" + ("" if name == "all kernels" else f" ({ms[name] / base:.2f}x)")
+                      for name in KERNEL_ARMS))
     world_seconds = min(world_max_seconds, QUICK_TOTAL - (time.perf_counter() - start) - fern_seconds - 90.0)
     if world_seconds >= 30:
         world = generate(out / "world", SynthConfig(seconds=8.0, fps=5.0, width=256, seed=0, n_objects=6),

@@ -71,19 +71,23 @@ class SamplerConfig:
     occupancy_update_every: int = 16
     occupancy_warmup: int = 256  # steps before the grid starts skipping anything
     occupancy_decay: float = 0.95
+    # Whether training culls samples with the occupancy grid and refreshes it as it goes; None: only
+    # without a proposal field, which already places the samples (on fern and the synthetic world
+    # the grid culled 1% of them while its refresh passes cost ~16% of a cpu-preset step; the A/B
+    # in bench/nrc.py --cpu-quick). The grid is built at the end of every fit, for rendering.
+    occupancy_in_training: bool | None = None
 
     def __post_init__(self):
         if self.n_samples < 1 or self.proposal_samples < 0 or self.proposal_levels < 1:
             raise ValueError(f"sampler: n_samples must be >= 1, proposal_samples >= 0 and proposal_levels >= 1, got "
                              f"{self.n_samples}, {self.proposal_samples} and {self.proposal_levels}")
+        if self.occupancy_in_training not in (None, True, False):
+            raise ValueError(f"sampler: occupancy_in_training must be true, false or null, got {self.occupancy_in_training!r}")
 
     @property
-    def occupancy_in_training(self) -> bool:
-        """Whether training culls samples with the occupancy grid and refreshes it as it goes. Not
-        with a proposal field: that already places the samples (on fern and the synthetic world the
-        grid culled 1% of them) while the grid's refresh passes cost ~10% of the steps; the grid
-        is still built at the end of a fit, for rendering."""
-        return self.proposal_samples == 0
+    def culls_in_training(self) -> bool:
+        """``occupancy_in_training`` resolved."""
+        return self.proposal_samples == 0 if self.occupancy_in_training is None else self.occupancy_in_training
 
     @property
     def uniform_samples(self) -> int:

@@ -76,7 +76,7 @@ def training_loss(model: NRCModel, batches: list[tuple], config: NRCConfig, gene
     terms, mses, usage, evaluated, coloured, total = [], [], [], 0, 0, 0
     for scene, (origins, directions, target) in enumerate(batches):
         out = render_rays(model, scene, origins, directions, stratified=True, generator=generator, outputs=outputs,
-                          min_transmittance=TRAIN_MIN_TRANSMITTANCE, use_occupancy=config.sampler.occupancy_in_training)
+                          min_transmittance=TRAIN_MIN_TRANSMITTANCE, use_occupancy=config.sampler.culls_in_training)
         mse = torch.mean((out["rgb"].float() - target) ** 2)
         loss = (mse + t.codebook_loss * out["vq_loss"][0] + t.commitment * out["vq_loss"][1]
                 + t.variation_penalty * out["variation_cost"])
@@ -107,13 +107,13 @@ FINAL_OCCUPANCY_PASSES = 4
 
 def update_occupancy(model: NRCModel, config: NRCConfig, step: int, device, final: bool = False) -> None:
     """Every ``occupancy_update_every`` steps after the warm-up (when training uses the grid:
-    ``SamplerConfig.occupancy_in_training``), fold the current density into the grid's decaying
+    ``SamplerConfig.culls_in_training``), fold the current density into the grid's decaying
     max. ``final``: :func:`final_occupancy_pass` for every pass."""
     s = config.sampler
     if final:
         for k in range(FINAL_OCCUPANCY_PASSES):
             final_occupancy_pass(model, config, step, device, k)
-    elif s.occupancy_in_training and step >= s.occupancy_warmup and step % s.occupancy_update_every == 0:
+    elif s.culls_in_training and step >= s.occupancy_warmup and step % s.occupancy_update_every == 0:
         _occupancy_pass(model, config, step, device, s.occupancy_decay, 0)
 
 
@@ -310,7 +310,7 @@ def _fit(scene_paths: list[str | Path], run_dir: str | Path, config: NRCConfig, 
     def periodic(k: int) -> set[str]:
         """Which periodic work falls on the step that ends at step ``k``."""
         due = {"save": k % t.save_every == 0, "preview": k % t.preview_every == 0,
-               "occupancy_pass": s.occupancy_in_training and k - 1 >= s.occupancy_warmup
+               "occupancy_pass": s.culls_in_training and k - 1 >= s.occupancy_warmup
                and (k - 1) % s.occupancy_update_every == 0}
         return {name for name, is_due in due.items() if is_due}
 
