@@ -3,7 +3,9 @@
 ``volume_weights`` is the vectorised compositing (exclusive cumulative sum of optical depth);
 ``volume_weights_reference`` is the textbook front-to-back loop it is tested against.
 ``render_rays`` evaluates the field only on samples whose occupancy-grid cell is occupied
-(training's path); ``use_occupancy=False`` evaluates every sample (its reference).
+(training's path); ``use_occupancy=False`` evaluates every sample (its reference). By default
+(None) every renderer culls with the grid exactly when training did (``SamplerConfig.culls_in_training``):
+a field trained without the grid is rendered without it.
 ``march_rays`` (inference) also stops each ray once it is opaque; it is tested against both.
 """
 from __future__ import annotations
@@ -98,7 +100,7 @@ def ray_intervals(encoder, sampler, o: torch.Tensor, d: torch.Tensor, *, stratif
 
 
 def render_rays(model: NRCModel, scene: int, origins: torch.Tensor, directions: torch.Tensor, *,
-                stratified: bool = False, generator: torch.Generator | None = None, use_occupancy: bool = True,
+                stratified: bool = False, generator: torch.Generator | None = None, use_occupancy: bool | None = None,
                 outputs: tuple[str, ...] = ("rgb",), min_transmittance: float = 0.0) -> dict:
     """Render world-frame rays (R, 3) with unit directions. Returns the requested outputs
     ("rgb" (R,3), "depth" (R,) world units, "codes" (R,K) rendering weight per code,
@@ -108,6 +110,7 @@ def render_rays(model: NRCModel, scene: int, origins: torch.Tensor, directions: 
     computed only where at least ``min_transmittance`` of the light is left (training's saving:
     hidden samples cost no colour MLP; the colour changes by at most that fraction)."""
     cfg = model.config.sampler
+    use_occupancy = cfg.culls_in_training if use_occupancy is None else use_occupancy
     encoder = model.encoders[scene]
     o = encoder.normalise(origins.float())
     d = directions.float()
@@ -164,18 +167,20 @@ def render_rays(model: NRCModel, scene: int, origins: torch.Tensor, directions: 
 
 @torch.no_grad()
 def march_rays(model: NRCModel, scene: int, origins: torch.Tensor, directions: torch.Tensor, *,
-               outputs: tuple[str, ...] = ("rgb",), min_transmittance: float = 1e-3, segment: int = 8) -> dict:
+               outputs: tuple[str, ...] = ("rgb",), min_transmittance: float = 1e-3, segment: int = 8,
+               use_occupancy: bool | None = None) -> dict:
     """Inference-only :func:`render_rays` with early ray termination: samples are visited front
     to back ``segment`` at a time, and a ray stops once less than ``min_transmittance`` of its
     light is left, so the field is never evaluated behind an opaque surface. Same outputs as
     ``render_rays(..., stratified=False)``; they differ by at most ``min_transmittance`` of
     the remaining colour/depth."""
     cfg = model.config.sampler
+    use_occupancy = cfg.culls_in_training if use_occupancy is None else use_occupancy
     encoder = model.encoders[scene]
     o = encoder.normalise(origins.float())
     d = directions.float()
     n_rays, n_codes = len(o), model.codebook.n_codes
-    t_edges, t_mid, _ = ray_intervals(encoder, cfg, o, d, stratified=False)
+    t_edges, t_mid, _ = ray_intervals(encoder, cfg, o, d, stratified=False, use_occupancy=use_occupancy)
     deltas = t_edges[:, 1:] - t_edges[:, :-1]
     transmittance = torch.ones(n_rays, device=o.device)
     acc = {"rgb": torch.zeros(n_rays, 3, device=o.device), "depth": torch.zeros(n_rays, device=o.device),
@@ -188,7 +193,9 @@ def march_rays(model: NRCModel, scene: int, origins: torch.Tensor, directions: t
         stop = min(start + segment, cfg.n_samples)
         t_seg = t_mid[alive, start:stop]
         points = o[alive, None, :] + d[alive, None, :] * t_seg[..., None]
-        flat = encoder.occupancy.query(points).nonzero(as_tuple=True)
+        keep = encoder.occupancy.query(points) if use_occupancy else torch.ones(points.shape[:2], dtype=torch.bool,
+                                                                               device=o.device)
+        flat = keep.nonzero(as_tuple=True)
         if len(flat[0]) == 0:
             continue
         n_evaluated += len(flat[0])
@@ -224,14 +231,15 @@ def _camera(c2w, camera) -> Camera:
 
 @torch.no_grad()
 def render_view(model: NRCModel, c2w, camera, outputs: tuple[str, ...] = ("rgb", "depth", "codes"),
-                scene: int = 0, chunk: int | None = None, use_occupancy: bool = True,
+                scene: int = 0, chunk: int | None = None, use_occupancy: bool | None = None,
                 min_transmittance: float = 1e-3, baked=None) -> dict[str, np.ndarray]:
     """Render one view: ``camera`` is an ``Intrinsics`` (pinhole), an int height or (H, W)
     (equirectangular), or a ``nrc.data.Camera``. Returns float32 numpy arrays: "rgb" (H,W,3),
     "depth" (H,W), "codes" (H,W,K) and "segmentation" (H,W) argmax code, "accumulation" (H,W).
     Rays go through the model ``chunk`` at a time, so memory stays bounded at any size. Rays stop
     once less than ``min_transmittance`` of their light is left (0: march every sample;
-    ``use_occupancy=False`` also evaluates empty cells: the plain reference render). ``baked``, an
+    ``use_occupancy=False`` also evaluates empty cells: the plain reference render; None: the grid
+    culls when it did in training, and rays still stop early). ``baked``, an
     ``nrc.baked.BakedField`` of this scene, renders from the baked grid instead (previews)."""
     unknown = set(outputs) - set(OUTPUTS)
     if unknown:
@@ -249,9 +257,9 @@ def render_view(model: NRCModel, c2w, camera, outputs: tuple[str, ...] = ("rgb",
         with autocast_for(device, model.config.train.mixed_precision):
             if baked is not None:
                 res = baked.render(origins[i:i + chunk], dirs[i:i + chunk], outputs=tuple(outputs))
-            elif use_occupancy and min_transmittance > 0:
+            elif use_occupancy is not False and min_transmittance > 0:
                 res = march_rays(model, scene, origins[i:i + chunk], dirs[i:i + chunk], outputs=tuple(outputs),
-                                 min_transmittance=min_transmittance)
+                                 min_transmittance=min_transmittance, use_occupancy=use_occupancy)
             else:
                 res = render_rays(model, scene, origins[i:i + chunk], dirs[i:i + chunk], outputs=tuple(outputs),
                                   use_occupancy=use_occupancy)

@@ -143,3 +143,18 @@ def test_marching_with_a_proposal_matches_its_full_render():
     for k in outputs:
         torch.testing.assert_close(marched[k], full[k], rtol=1e-3, atol=2e-3 * (2.0 if k == "depth" else 1))
 
+
+
+def test_a_field_trained_without_the_grid_renders_without_it():
+    """With a proposal field training leaves the occupancy grid out, so by default rendering does
+    too: an empty grid changes nothing then, and culls everything when asked to."""
+    origins, dirs = ball_rays()
+    model = ball_model(64, 24)
+    assert not model.config.sampler.culls_in_training
+    model.encoders[0].occupancy.occupied.zero_()
+    with torch.no_grad():
+        default = march_rays(model, 0, origins, dirs, outputs=("rgb", "depth"))
+        full = render_rays(model, 0, origins, dirs, use_occupancy=False, outputs=("rgb", "depth"))
+        culled = march_rays(model, 0, origins, dirs, outputs=("rgb", "depth"), use_occupancy=True)
+    torch.testing.assert_close(default["depth"], full["depth"], rtol=1e-3, atol=4e-3)
+    assert culled["accumulation"].max() == 0 and default["accumulation"].max() > 0.5
