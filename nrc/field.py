@@ -18,7 +18,6 @@ from nrc.codebook import Assignment, Codebook
 from nrc.codebook_cpu import assign_and_decode, fused_available
 from nrc.config import ModelConfig, NRCConfig, SamplerConfig, SceneFrame
 from nrc.hashgrid import HashGridEncoding
-from nrc.mlp_cpu import mlp_forward
 from nrc.sampling import OccupancyGrid, s_spacing, unit_cube_from_normalised
 
 
@@ -109,7 +108,6 @@ class SceneEncoder(nn.Module):
         self.near = sampler.near if frame.near is None else frame.near / r
         self.far = sampler.far if frame.far is None else frame.far / r
         self.linear_until = float(frame.linear_until)
-        self.fused_mlp = True  # the MLPs through nrc.mlp_cpu's kernel where it serves them; False: torch's
 
     def ray_range(self) -> dict:
         """Keyword arguments of ``sample_along_rays`` for this scene (distances in radii)."""
@@ -125,11 +123,8 @@ class SceneEncoder(nn.Module):
         """(features that pick the code, features the variation reads): one tensor twice unless
         the code sees only the coarse levels."""
         h = self.hashgrid(unit_cube_from_normalised(x_normalised).float())
-        if not self.fused_mlp:
-            code = self.mlp(h[:, :self.code_inputs])
-            return code, (code if self.detail_mlp is None else self.detail_mlp(h))
-        code = mlp_forward(self.mlp, h[:, :self.code_inputs])
-        return code, (code if self.detail_mlp is None else mlp_forward(self.detail_mlp, h))
+        code = self.mlp(h[:, :self.code_inputs])
+        return code, (code if self.detail_mlp is None else self.detail_mlp(h))
 
 
 class Decoder(nn.Module):
@@ -151,7 +146,6 @@ class Decoder(nn.Module):
         self.geo_dim = model.geo_dim
         self.view_dependence = model.view_dependence
         self.density_variation = model.density_variation
-        self.fused_mlp = True  # the colour MLP through nrc.mlp_cpu's kernel where it serves it; False: torch's
 
     def code_table(self, codes: torch.Tensor) -> torch.Tensor:
         """(K, 1 + geo_dim): density logit and geometry features of each surface code."""
@@ -184,7 +178,7 @@ class Decoder(nn.Module):
         """Colour of points (N, 3) from their colour-MLP input ``geo`` and unit view ``directions``:
         one per point, or one per ray with ``rays`` (N,) the ray of each point, so the SH basis
         and its share of the view head are computed per ray (a ray's samples share them)."""
-        logit = (mlp_forward(self.color_mlp, geo) if self.fused_mlp else self.color_mlp(geo)).float()
+        logit = self.color_mlp(geo).float()
         if self.view_dependence:
             # view_head(cat([geo, sh])) split into its two blocks: no (N, geo_dim + 9) concatenation.
             w, b = self.view_head.weight, self.view_head.bias

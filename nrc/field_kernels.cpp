@@ -42,6 +42,20 @@ struct Block {
   explicit Block(const Mlp& mlp) : h(mlp.inputs * kLanes), a(mlp.hidden * kLanes), out(mlp.outputs * kLanes) {}
 };
 
+// out[j] = b[j] + sum_k w[j, k] x[k] over a block's lanes (rows of kLanes), x = in or ReLU(in).
+inline void lane_linear(const float* w, const float* b, int64_t n_in, int64_t n_out, const float* in, bool relu_input,
+                        float* out) {
+  for (int64_t j = 0; j < n_out; ++j) {
+    float* o = out + j * kLanes;
+    for (int i = 0; i < kLanes; ++i) o[i] = b[j];
+    for (int64_t k = 0; k < n_in; ++k) {
+      const float wk = w[j * n_in + k];
+      const float* x = in + k * kLanes;
+      for (int i = 0; i < kLanes; ++i) o[i] += wk * (relu_input ? std::max(x[i], 0.0f) : x[i]);
+    }
+  }
+}
+
 // Features, pre-activations and outputs (before exp) of points [start, start + count); a block's
 // tail lanes repeat its last point and are never stored.
 template <int F>
@@ -79,24 +93,8 @@ void field_block(const float* x, int64_t start, int64_t count, const float* tabl
         for (int f = 0; f < F; ++f)
           h[f * kLanes + i] += weights[c][i] * values_of_level[static_cast<int64_t>(entries[c][i]) * F + f];
   }
-  for (int64_t j = 0; j < mlp.hidden; ++j) {
-    float* a = block.a.data() + j * kLanes;
-    for (int i = 0; i < kLanes; ++i) a[i] = mlp.b1[j];
-    for (int64_t k = 0; k < mlp.inputs; ++k) {
-      const float w = mlp.w1[j * mlp.inputs + k];
-      const float* h = block.h.data() + k * kLanes;
-      for (int i = 0; i < kLanes; ++i) a[i] += w * h[i];
-    }
-  }
-  for (int64_t m = 0; m < mlp.outputs; ++m) {
-    float* out = block.out.data() + m * kLanes;
-    for (int i = 0; i < kLanes; ++i) out[i] = mlp.b2[m];
-    for (int64_t j = 0; j < mlp.hidden; ++j) {
-      const float w = mlp.w2[m * mlp.hidden + j];
-      const float* a = block.a.data() + j * kLanes;
-      for (int i = 0; i < kLanes; ++i) out[i] += w * std::max(a[i], 0.0f);
-    }
-  }
+  lane_linear(mlp.w1, mlp.b1, mlp.inputs, mlp.hidden, block.h.data(), false, block.a.data());
+  lane_linear(mlp.w2, mlp.b2, mlp.hidden, mlp.outputs, block.a.data(), true, block.out.data());
 }
 
 Level* levels_of(const Grid& g, Level* levels) {
