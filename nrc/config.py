@@ -193,10 +193,10 @@ def preset(name: str) -> NRCConfig:
     """Named starting points, each with a default wall-clock budget (``train.seconds``). "gpu": the
     5-minute H100 config; "cpu": 5 minutes on 2 cores: MLPs of 32, and a proposal field's 24
     uniform samples place the radiance field's 16 (bench/nrc.py --sampler-ab: fern at 128 px
-    27.39 dB at 1.68x the rays/s of 48 uniform samples, 26.66 dB; the synthetic world 31.00 vs
-    29.97 dB at 1.51x; the proposal untrained: 22.35 dB on fern); 4000 steps: about what 2 loaded
-    cores run in its 300 s, so the learning rate has decayed when the budget ends; "tiny": 2
-    minutes, for tests and demos."""
+    27.05 dB at 1.86x the rays/s of 48 uniform samples, 26.75 dB; the synthetic world 30.71 vs
+    29.92 dB at 1.80x; the proposal untrained: 22.54 dB on fern); 4000 steps: about what 2 loaded
+    cores run in its 300 s (4000 in 275-295 s on fern), so the learning rate has decayed when the
+    budget ends; "tiny": 2 minutes, for tests and demos."""
     if name == "gpu":
         return NRCConfig(train=TrainConfig(seconds=300.0))
     if name == "cpu":
