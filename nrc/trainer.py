@@ -76,7 +76,7 @@ def training_loss(model: NRCModel, batches: list[tuple], config: NRCConfig, gene
     terms, mses, usage, evaluated, coloured, total = [], [], [], 0, 0, 0
     for scene, (origins, directions, target) in enumerate(batches):
         out = render_rays(model, scene, origins, directions, stratified=True, generator=generator, outputs=outputs,
-                          min_transmittance=TRAIN_MIN_TRANSMITTANCE, use_occupancy=config.sampler.culls_in_training)
+                          min_transmittance=TRAIN_MIN_TRANSMITTANCE)  # the grid culls when culls_in_training
         mse = torch.mean((out["rgb"].float() - target) ** 2)
         loss = (mse + t.codebook_loss * out["vq_loss"][0] + t.commitment * out["vq_loss"][1]
                 + t.variation_penalty * out["variation_cost"])
