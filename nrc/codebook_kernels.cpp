@@ -13,8 +13,7 @@
 //
 // Threads split points in chunks; per-code gradient sums are kept in float per chunk and added in
 // double in chunk order at the end, so the result does not depend on the number of threads.
-// The per-point work is compiled twice, for AVX2 and for baseline x86-64, and picked at load
-// time (the build cache may be shared by machines of different kinds: no -march=native).
+// The per-point work is compiled for AVX2 and for baseline x86-64 (targets.h).
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -22,11 +21,8 @@
 #include <cstring>
 #include <vector>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define ODIN_TARGETS __attribute__((target_clones("avx2", "default")))
-#else
-#define ODIN_TARGETS
-#endif
+#include "targets.h"
+
 
 namespace {
 

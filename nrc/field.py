@@ -55,7 +55,9 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
+            # In place: a Linear's backward needs its inputs, not its output, and a fresh (N, hidden)
+            # tensor is a pass through memory.
+            layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
 
 

@@ -102,6 +102,20 @@ Level* levels_of(const Grid& g, Level* levels) {
   return levels;
 }
 
+// Points [start, start + kLanes) of fused_forward.
+template <int F>
+ODIN_TARGETS void forward_block(const float* x, const float* table, const Mlp& mlp, float* out, int64_t n,
+                                const Grid& g, const Level* levels, int64_t start, Block& block) {
+  const int64_t count = std::min<int64_t>(kLanes, n - start);
+  field_block<F>(x, start, count, table, levels, g, mlp, block);
+  if (mlp.density) {
+    for (int64_t i = 0; i < count; ++i) out[start + i] = std::exp(block.out[i] + mlp.density_offset);
+  } else {
+    for (int64_t i = 0; i < count; ++i)
+      for (int64_t m = 0; m < mlp.outputs; ++m) out[(start + i) * mlp.outputs + m] = block.out[m * kLanes + i];
+  }
+}
+
 // out: (N,) densities or (N, outputs) features.
 template <int F>
 void fused_forward(const float* x, const float* table, const Mlp& mlp, float* out, int64_t n, const Grid& g,
@@ -112,16 +126,8 @@ void fused_forward(const float* x, const float* table, const Mlp& mlp, float* ou
   {
     Block block(mlp);
 #pragma omp for schedule(static)
-    for (int64_t start = 0; start < n; start += kLanes) {
-      const int64_t count = std::min<int64_t>(kLanes, n - start);
-      field_block<F>(x, start, count, table, levels, g, mlp, block);
-      if (mlp.density) {
-        for (int64_t i = 0; i < count; ++i) out[start + i] = std::exp(block.out[i] + mlp.density_offset);
-      } else {
-        for (int64_t i = 0; i < count; ++i)
-          for (int64_t m = 0; m < mlp.outputs; ++m) out[(start + i) * mlp.outputs + m] = block.out[m * kLanes + i];
-      }
-    }
+    for (int64_t start = 0; start < n; start += kLanes)
+      forward_block<F>(x, table, mlp, out, n, g, levels, start, block);
   }
 }
 
@@ -138,6 +144,60 @@ inline float lane_sum(const float* a) {
   for (int i = 0; i < kLanes; i += 8)
     for (int k = 0; k < 8; ++k) partial[k] += a[i + k];
   return ((partial[0] + partial[1]) + (partial[2] + partial[3])) + ((partial[4] + partial[5]) + (partial[6] + partial[7]));
+}
+
+// One block's share of fused_backward: its parameter gradients added to ``mine``, its features'
+// gradients into grad_h and its unit-cube positions into u_all.
+template <int F>
+ODIN_TARGETS void backward_block(const float* x, const float* table, const Mlp& mlp, const float* grad_out, double* mine,
+                                 float* u_all, float* grad_h, int64_t n, const Grid& g, const Level* levels,
+                                 int64_t start, Block& block, float* g_out, float* g_a, float* relu) {
+  const int64_t inputs = mlp.inputs, hidden = mlp.hidden, outputs = mlp.outputs;
+  const int64_t n_w1 = hidden * inputs;
+  const int64_t count = std::min<int64_t>(kLanes, n - start);
+  field_block<F>(x, start, count, table, levels, g, mlp, block);
+  // The tail lanes get no gradient.
+  for (int64_t m = 0; m < outputs; ++m)
+    for (int i = 0; i < kLanes; ++i) {
+      float grad = i < count ? grad_out[(start + i) * outputs + m] : 0.0f;
+      // trunc_exp's gradient: exp of the clamped argument.
+      if (mlp.density)
+        grad *= std::exp(std::min(std::max(block.out[i] + mlp.density_offset, -15.0f), 15.0f));
+      g_out[m * kLanes + i] = grad;
+    }
+  std::fill(g_a, g_a + hidden * kLanes, 0.0f);
+  for (int64_t m = 0; m < outputs; ++m) {
+    const float* go = g_out + m * kLanes;
+    mine[n_w1 + hidden + outputs * hidden + m] += lane_sum(go);
+    for (int64_t j = 0; j < hidden; ++j) {
+      const float* a = block.a.data() + j * kLanes;
+      for (int i = 0; i < kLanes; ++i) relu[i] = std::max(a[i], 0.0f);
+      mine[n_w1 + hidden + m * hidden + j] += lane_dot(go, relu);
+      const float w = mlp.w2[m * hidden + j];
+      float* ga = g_a + j * kLanes;
+      for (int i = 0; i < kLanes; ++i) ga[i] += w * go[i];
+    }
+  }
+  for (int64_t j = 0; j < hidden; ++j) {
+    // ReLU passes no gradient where its output is 0.
+    const float* a = block.a.data() + j * kLanes;
+    float* ga = g_a + j * kLanes;
+    for (int i = 0; i < kLanes; ++i) ga[i] = a[i] > 0.0f ? ga[i] : 0.0f;
+    mine[n_w1 + j] += lane_sum(ga);
+    for (int64_t k = 0; k < inputs; ++k) mine[j * inputs + k] += lane_dot(ga, block.h.data() + k * kLanes);
+  }
+  for (int64_t k = 0; k < inputs; ++k) {
+    float g_h[kLanes] = {};
+    for (int64_t j = 0; j < hidden; ++j) {
+      const float w = mlp.w1[j * inputs + k];
+      const float* ga = g_a + j * kLanes;
+      for (int i = 0; i < kLanes; ++i) g_h[i] += w * ga[i];
+    }
+    const int64_t l = k / F, f = k % F;
+    for (int64_t i = 0; i < count; ++i) grad_h[(l * n + start + i) * F + f] = g_h[i];
+  }
+  for (int64_t i = 0; i < count; ++i)
+    for (int d = 0; d < 3; ++d) u_all[3 * (start + i) + d] = block.u[d][i];
 }
 
 // Gradients of the MLP (overwritten) and of the table (overwritten, by backward_table from the
@@ -161,53 +221,9 @@ void fused_backward(const float* x, const float* table, const Mlp& mlp, const fl
     std::vector<float> g_out(outputs * kLanes), g_a(hidden * kLanes), relu(kLanes);
 #pragma omp for schedule(static)
     for (int64_t chunk = 0; chunk < n_chunks; ++chunk)
-    for (int64_t start = chunk * chunk_points; start < std::min(n, (chunk + 1) * chunk_points); start += kLanes) {
-      double* mine = sums.data() + chunk * n_params;
-      const int64_t count = std::min<int64_t>(kLanes, n - start);
-      field_block<F>(x, start, count, table, levels, g, mlp, block);
-      // The tail lanes get no gradient.
-      for (int64_t m = 0; m < outputs; ++m)
-        for (int i = 0; i < kLanes; ++i) {
-          float grad = i < count ? grad_out[(start + i) * outputs + m] : 0.0f;
-          // trunc_exp's gradient: exp of the clamped argument.
-          if (mlp.density)
-            grad *= std::exp(std::min(std::max(block.out[i] + mlp.density_offset, -15.0f), 15.0f));
-          g_out[m * kLanes + i] = grad;
-        }
-      std::fill(g_a.begin(), g_a.end(), 0.0f);
-      for (int64_t m = 0; m < outputs; ++m) {
-        const float* go = g_out.data() + m * kLanes;
-        mine[n_w1 + hidden + outputs * hidden + m] += lane_sum(go);
-        for (int64_t j = 0; j < hidden; ++j) {
-          const float* a = block.a.data() + j * kLanes;
-          for (int i = 0; i < kLanes; ++i) relu[i] = std::max(a[i], 0.0f);
-          mine[n_w1 + hidden + m * hidden + j] += lane_dot(go, relu.data());
-          const float w = mlp.w2[m * hidden + j];
-          float* ga = g_a.data() + j * kLanes;
-          for (int i = 0; i < kLanes; ++i) ga[i] += w * go[i];
-        }
-      }
-      for (int64_t j = 0; j < hidden; ++j) {
-        // ReLU passes no gradient where its output is 0.
-        const float* a = block.a.data() + j * kLanes;
-        float* ga = g_a.data() + j * kLanes;
-        for (int i = 0; i < kLanes; ++i) ga[i] = a[i] > 0.0f ? ga[i] : 0.0f;
-        mine[n_w1 + j] += lane_sum(ga);
-        for (int64_t k = 0; k < inputs; ++k) mine[j * inputs + k] += lane_dot(ga, block.h.data() + k * kLanes);
-      }
-      for (int64_t k = 0; k < inputs; ++k) {
-        float g_h[kLanes] = {};
-        for (int64_t j = 0; j < hidden; ++j) {
-          const float w = mlp.w1[j * inputs + k];
-          const float* ga = g_a.data() + j * kLanes;
-          for (int i = 0; i < kLanes; ++i) g_h[i] += w * ga[i];
-        }
-        const int64_t l = k / F, f = k % F;
-        for (int64_t i = 0; i < count; ++i) grad_h[(l * n + start + i) * F + f] = g_h[i];
-      }
-      for (int64_t i = 0; i < count; ++i)
-        for (int d = 0; d < 3; ++d) u_all[3 * (start + i) + d] = block.u[d][i];
-    }
+      for (int64_t start = chunk * chunk_points; start < std::min(n, (chunk + 1) * chunk_points); start += kLanes)
+        backward_block<F>(x, table, mlp, grad_out, sums.data() + chunk * n_params, u_all, grad_h, n, g, levels, start,
+                          block, g_out.data(), g_a.data(), relu.data());
   }
   std::vector<double> totals(n_params, 0.0);
   for (int64_t chunk = 0; chunk < n_chunks; ++chunk)

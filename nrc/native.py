@@ -16,6 +16,8 @@ from pathlib import Path
 # No -march=native: the build cache may be shared by machines of different kinds. No contraction
 # into fma, so that the float arithmetic stays the reference's.
 CFLAGS = ["-O3", "-fopenmp", "-ffp-contract=off"]
+# Included by every kernel (its per-machine code paths), so part of every cache key.
+TARGETS_HEADER = Path(__file__).with_name("targets.h")
 
 
 def _put_ninja_on_path() -> None:
@@ -32,11 +34,12 @@ def _put_ninja_on_path() -> None:
 def build_library(name: str, source: Path, extra_cflags: tuple[str, ...] = (),
                   headers: tuple[Path, ...] = ()) -> ctypes.CDLL:
     """Compile ``source`` (cached) and load it; raises when there is no compiler or the build fails.
-    ``headers`` it includes are part of the cache key (torch's cache only hashes the source)."""
+    ``headers`` it includes (and targets.h) are part of the cache key (torch's cache only hashes
+    the source)."""
     from torch.utils.cpp_extension import load
 
     _put_ninja_on_path()
-    digest = hashlib.sha1(b"".join(Path(h).read_bytes() for h in headers)).hexdigest()[:16]
+    digest = hashlib.sha1(b"".join(Path(h).read_bytes() for h in (*headers, TARGETS_HEADER))).hexdigest()[:16]
     path = load(name, [str(source)], extra_cflags=CFLAGS + list(extra_cflags) + [f"-DODIN360_HEADERS={digest}"],
                 extra_ldflags=["-fopenmp"], is_python_module=False, verbose=False)
     return ctypes.CDLL(path)

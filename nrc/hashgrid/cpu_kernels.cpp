@@ -14,49 +14,51 @@ namespace {
 
 constexpr int64_t kChunk = 8192;  // points per forward task
 
+// Points [chunk * kChunk, ...) of level l into level-major out (L, N, F).
+template <int D, int F>
+ODIN_TARGETS void forward_task(const float* x, const float* table, float* out, int64_t n, const Grid& g, int64_t l,
+                               int64_t chunk) {
+  const Level level = level_of(g, l);
+  const float* values_of_level = table + level.offset * F;
+  uint32_t entries[kBatch << D];
+  float weights[kBatch << D];
+  const int64_t end = std::min(n, (chunk + 1) * kChunk);
+  for (int64_t start = chunk * kChunk; start < end; start += kBatch) {
+    const int64_t stop = std::min(end, start + kBatch);
+    // All corners first (prefetching their rows), then the gathers with no arithmetic
+    // between them: many cache misses in flight at once.
+    for (int64_t i = start; i < stop; ++i) {
+      const int64_t k = (i - start) << D;
+      point_corners<D>(x + i * D, level, g.smoothstep, entries + k, weights + k);
+      prefetch<D, F, 0>(values_of_level, entries + k);
+    }
+    float* rows = out + (l * n + start) * F;
+    for (int64_t i = start; i < stop; ++i) {
+      float acc[F] = {};
+      for (int c = 0; c < (1 << D); ++c) {
+        const int64_t k = ((i - start) << D) + c;
+        const float* values = values_of_level + static_cast<int64_t>(entries[k]) * F;
+        for (int f = 0; f < F; ++f) acc[f] += weights[k] * values[f];
+      }
+      for (int f = 0; f < F; ++f) rows[(i - start) * F + f] = acc[f];
+    }
+  }
+}
+
 // out is level-major (L, N, F).
 template <int D, int F>
 void forward(const float* x, const float* table, float* out, int64_t n, const Grid& g, int threads) {
   const int64_t n_chunks = (n + kChunk - 1) / kChunk;
 #pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t task = 0; task < g.n_levels * n_chunks; ++task) {
-    const int64_t l = task / n_chunks, chunk = task % n_chunks;
-    const Level level = level_of(g, l);
-    const float* values_of_level = table + level.offset * F;
-    uint32_t entries[kBatch << D];
-    float weights[kBatch << D];
-    const int64_t end = std::min(n, (chunk + 1) * kChunk);
-    for (int64_t start = chunk * kChunk; start < end; start += kBatch) {
-      const int64_t stop = std::min(end, start + kBatch);
-      // All corners first (prefetching their rows), then the gathers with no arithmetic
-      // between them: many cache misses in flight at once.
-      for (int64_t i = start; i < stop; ++i) {
-        const int64_t k = (i - start) << D;
-        point_corners<D>(x + i * D, level, g.smoothstep, entries + k, weights + k);
-        prefetch<D, F, 0>(values_of_level, entries + k);
-      }
-      float* rows = out + (l * n + start) * F;
-      for (int64_t i = start; i < stop; ++i) {
-        float acc[F] = {};
-        for (int c = 0; c < (1 << D); ++c) {
-          const int64_t k = ((i - start) << D) + c;
-          const float* values = values_of_level + static_cast<int64_t>(entries[k]) * F;
-          for (int f = 0; f < F; ++f) acc[f] += weights[k] * values[f];
-        }
-        for (int f = 0; f < F; ++f) rows[(i - start) * F + f] = acc[f];
-      }
-    }
-  }
+  for (int64_t task = 0; task < g.n_levels * n_chunks; ++task)
+    forward_task<D, F>(x, table, out, n, g, task / n_chunks, task % n_chunks);
 }
 
-// grad_out is point-major (N, L * F); grad_x (N, D) is overwritten.
+// grad_x of points [start, stop) from point-major grad_out (N, L * F).
 template <int D, int F>
-void backward_x(const float* x, const float* table, const float* grad_out, float* grad_x, int64_t n,
-                const Grid& g, int threads) {
-  Level levels[kMaxLevels];
-  for (int64_t l = 0; l < g.n_levels; ++l) levels[l] = level_of(g, l);
-#pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t i = 0; i < n; ++i) {
+ODIN_TARGETS void backward_x_range(const float* x, const float* table, const float* grad_out, float* grad_x,
+                                   const Grid& g, const Level* levels, int64_t start, int64_t stop) {
+  for (int64_t i = start; i < stop; ++i) {
     float total[D] = {};
     for (int64_t l = 0; l < g.n_levels; ++l) {
       const Level& level = levels[l];
@@ -84,6 +86,18 @@ void backward_x(const float* x, const float* table, const float* grad_out, float
     }
     for (int d = 0; d < D; ++d) grad_x[i * D + d] = total[d];
   }
+}
+
+// grad_out is point-major (N, L * F); grad_x (N, D) is overwritten.
+template <int D, int F>
+void backward_x(const float* x, const float* table, const float* grad_out, float* grad_x, int64_t n,
+                const Grid& g, int threads) {
+  Level levels[kMaxLevels];
+  for (int64_t l = 0; l < g.n_levels; ++l) levels[l] = level_of(g, l);
+  constexpr int64_t kPoints = 256;
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t start = 0; start < n; start += kPoints)
+    backward_x_range<D, F>(x, table, grad_out, grad_x, g, levels, start, std::min(n, start + kPoints));
 }
 
 template <template <int, int> class Op, typename... Args>

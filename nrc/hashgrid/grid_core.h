@@ -14,6 +14,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "../targets.h"
+
 namespace {
 
 
@@ -138,35 +140,40 @@ inline void prefetch(const float* base, const uint32_t* entries) {
   for (int c = 0; c < (1 << D); ++c) __builtin_prefetch(base + static_cast<int64_t>(entries[c]) * F, WRITE);
 }
 
+// One level's slice of the table gradient (overwritten) from level-major grad_out (L, N, F).
+template <int D, int F>
+ODIN_TARGETS void backward_table_level(const float* x, const float* grad_out, float* grad_table, int64_t n,
+                                       const Grid& g, int64_t l) {
+  const Level level = level_of(g, l);
+  float* grads_of_level = grad_table + level.offset * F;
+  std::fill(grads_of_level, grad_table + g.offsets[l + 1] * F, 0.0f);
+  uint32_t entries[kBatch << D];
+  float weights[kBatch << D];
+  for (int64_t start = 0; start < n; start += kBatch) {
+    const int64_t stop = std::min(n, start + kBatch);
+    for (int64_t i = start; i < stop; ++i) {
+      const int64_t k = (i - start) << D;
+      point_corners<D>(x + i * D, level, g.smoothstep, entries + k, weights + k);
+      prefetch<D, F, 1>(grads_of_level, entries + k);
+    }
+    for (int64_t i = start; i < stop; ++i) {
+      const float* grad = grad_out + (l * n + i) * F;
+      for (int c = 0; c < (1 << D); ++c) {
+        const int64_t k = ((i - start) << D) + c;
+        float* target = grads_of_level + static_cast<int64_t>(entries[k]) * F;
+        for (int f = 0; f < F; ++f) target[f] += weights[k] * grad[f];
+      }
+    }
+  }
+}
+
 // grad_out is level-major (L, N, F); grad_table is overwritten.
 template <int D, int F>
 void backward_table(const float* x, const float* grad_out, float* grad_table, int64_t n, const Grid& g,
                     int threads) {
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-  for (int64_t task = 0; task < g.n_levels; ++task) {
-    const int64_t l = g.n_levels - 1 - task;  // finest (slowest) levels first, for balance
-    const Level level = level_of(g, l);
-    float* grads_of_level = grad_table + level.offset * F;
-    std::fill(grads_of_level, grad_table + g.offsets[l + 1] * F, 0.0f);
-    uint32_t entries[kBatch << D];
-    float weights[kBatch << D];
-    for (int64_t start = 0; start < n; start += kBatch) {
-      const int64_t stop = std::min(n, start + kBatch);
-      for (int64_t i = start; i < stop; ++i) {
-        const int64_t k = (i - start) << D;
-        point_corners<D>(x + i * D, level, g.smoothstep, entries + k, weights + k);
-        prefetch<D, F, 1>(grads_of_level, entries + k);
-      }
-      for (int64_t i = start; i < stop; ++i) {
-        const float* grad = grad_out + (l * n + i) * F;
-        for (int c = 0; c < (1 << D); ++c) {
-          const int64_t k = ((i - start) << D) + c;
-          float* target = grads_of_level + static_cast<int64_t>(entries[k]) * F;
-          for (int f = 0; f < F; ++f) target[f] += weights[k] * grad[f];
-        }
-      }
-    }
-  }
+  for (int64_t task = 0; task < g.n_levels; ++task)
+    backward_table_level<D, F>(x, grad_out, grad_table, n, g, g.n_levels - 1 - task);  // finest (slowest) first
 }
 
 // The kernels work on blocks of kLanes points held as structure-of-arrays (one row of kLanes
