@@ -194,12 +194,12 @@ def preset(name: str) -> NRCConfig:
     5-minute H100 config; "cpu": 5 minutes on 2 cores: MLPs of 32, and a proposal field's 24
     uniform samples place the radiance field's 16 (bench/nrc.py --sampler-ab: fern at 128 px
     27.05 dB at 1.86x the rays/s of 48 uniform samples, 26.75 dB; the synthetic world 30.71 vs
-    29.92 dB at 1.80x; the proposal untrained: 22.54 dB on fern); batches of 2048 rays: a step's
+    29.92 dB at 1.80x; the proposal untrained: 22.54 dB on fern); batches of 4096 rays: a step's
     fixed costs (Adam over the whole hash table, its gradient, hundreds of operator calls) are
-    shared by twice the rays, ~18% less time per ray than 1024, and 2400 steps of them gave fern
-    the held-out PSNR of 4000 steps of 1024 (27.07 vs 27.05 dB); 2400 steps: about what 2 loaded
-    cores run in its 300 s, so the learning rate has decayed when the budget ends; "tiny": 2
-    minutes, for tests and demos."""
+    shared by more rays (per ray, 2048 took ~18% less time than 1024 and 4096 ~11% less than
+    2048), and fern's held-out PSNR is no worse for it: 4000 steps of 1024 rays 27.05 dB, 2400 of
+    2048 27.07 dB, 1200 of 4096 27.38 dB; 1200 steps: about what 2 loaded cores run in its 300 s,
+    so the learning rate has decayed when the budget ends; "tiny": 2 minutes, for tests and demos."""
     if name == "gpu":
         return NRCConfig(train=TrainConfig(seconds=300.0))
     if name == "cpu":
@@ -207,7 +207,7 @@ def preset(name: str) -> NRCConfig:
             model=ModelConfig(hashgrid=HashGridConfig(n_levels=12, log2_hashmap_size=17, finest_resolution=1024),
                               feature_hidden=32, decoder_hidden=32, color_hidden=32),
             sampler=SamplerConfig(n_samples=16, proposal_samples=24, occupancy_resolution=48, occupancy_warmup=32),
-            train=TrainConfig(steps=2400, seconds=300.0, batch_rays=2048, image_height=128, save_every=200,
+            train=TrainConfig(steps=1200, seconds=300.0, batch_rays=4096, image_height=128, save_every=100,
                               preview_every=500))
     if name == "tiny":
         return NRCConfig(
