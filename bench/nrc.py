@@ -2,7 +2,7 @@
 
     python bench/nrc.py [--seconds 300] [--world DIR] [--fern-seconds 120] [--preset gpu|cpu|tiny]
     python bench/nrc.py --cpu-quick          # <= 12 minutes on 2 cores; ends with the fern line
-    python bench/nrc.py --sampler-ab         # ~27 minutes: the cpu preset's proposal field vs 48 uniform samples
+    python bench/nrc.py --sampler-ab         # ~20-27 minutes: the cpu preset's proposal field vs 48 uniform samples
 
 ``--cpu-quick``: training rays/s and steps/s of every preset (fern, each preset's default
 height, 15 s each); the synthetic world's held-out frames after as much of 5 minutes as the
@@ -313,7 +313,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cpu-quick", action="store_true", help="the 12-minute CPU run (see above)")
     ap.add_argument("--sampler-ab", action="store_true",
-                    help="cpu preset with its proposal field vs 48 uniform samples, fern and the world (~27 minutes)")
+                    help="cpu preset with its proposal field vs 48 uniform samples, fern and the world (20-27 minutes)")
     ap.add_argument("--out", help="--cpu-quick, --sampler-ab: folder for runs and curves (default: a temporary one)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

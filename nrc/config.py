@@ -193,8 +193,8 @@ def preset(name: str) -> NRCConfig:
     """Named starting points, each with a default wall-clock budget (``train.seconds``). "gpu": the
     5-minute H100 config; "cpu": 5 minutes on 2 cores: MLPs of 32, and a proposal field's 24
     uniform samples place the radiance field's 16 (bench/nrc.py --sampler-ab: fern at 128 px
-    27.05 dB at 1.86x the rays/s of 48 uniform samples, 26.75 dB; the synthetic world 30.71 vs
-    29.92 dB at 1.80x; the proposal untrained: 22.54 dB on fern); batches of 4096 rays: a step's
+    27.38 dB at 2.39x the rays/s of 48 uniform samples, 26.12 dB; the synthetic world 31.06 vs
+    29.64 dB at 2.09x; the proposal untrained: 22.37 dB on fern); batches of 4096 rays: a step's
     fixed costs (Adam over the whole hash table, its gradient, hundreds of operator calls) are
     shared by more rays (per ray, 2048 took ~18% less time than 1024 and 4096 ~11% less than
     2048), and fern's held-out PSNR is no worse for it: 4000 steps of 1024 rays 27.05 dB, 2400 of
