@@ -146,13 +146,11 @@ def timed_fit(scene, out: Path, config, seconds: float, curve_every: float | Non
 def build_kernels() -> float:
     """Seconds to build (or load from torch's cache) every C++ kernel nrc uses on CPU, so that no
     timed run pays for a build: the cache is shared by checkouts and rebuilds for a new path."""
-    from nrc import codebook_cpu, field_cpu
-    from nrc.hashgrid import cpu_backend
+    from nrc.native import load_cpu_kernels
 
     t = time.perf_counter()
-    for library in (cpu_backend._kernels, codebook_cpu._kernels, field_cpu._kernels):
-        if library.load() is None:
-            print(f"warning: a C++ kernel could not be built ({library.failure}); the torch path is timed instead")
+    for name, reason in load_cpu_kernels().items():
+        print(f"warning: the {name} C++ kernel could not be built ({reason}); the torch path is timed instead")
     return time.perf_counter() - t
 
 

@@ -66,3 +66,15 @@ class LazyLibrary:
             except Exception as error:  # no compiler, no ninja, a failed build or load
                 self.failure = failure_reason(error)
         return self.library
+
+
+def load_cpu_kernels() -> dict[str, str]:
+    """Build (or load from the cache) every C++ kernel nrc uses on CPU; returns {kernel: reason}
+    for those that could not be built (their torch references run instead). A build takes ~20 s
+    once per machine and source version (torch's cache is shared by checkouts of the repo), so
+    budgeted callers do this before their clock starts, as they do their imports."""
+    from nrc import codebook_cpu, field_cpu
+    from nrc.hashgrid import cpu_backend
+
+    kernels = {"hash grid": cpu_backend._kernels, "codebook": codebook_cpu._kernels, "proposal field": field_cpu._kernels}
+    return {name: library.failure for name, library in kernels.items() if library.load() is None}

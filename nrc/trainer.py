@@ -23,6 +23,7 @@ from nrc.determinism import deterministic_on_cpu
 from nrc.budget import Budget
 from nrc.data import RayBank, SceneData, View, auto_scene_frame, load_scene_data
 from nrc.field import NRCModel
+from nrc.native import load_cpu_kernels
 from nrc.plots import colorize_depth, colorize_labels, line_plot, panel, write_png
 from nrc.rendering import autocast_for, render_rays, render_view
 from nrc.sampling import visible_cells
@@ -257,7 +258,10 @@ def _history_entry(model: NRCModel, step: int, loss: float, window_mse: list[flo
 def fit(scene_paths: list[str | Path], run_dir: str | Path, config: NRCConfig, **options) -> FitResult:
     """Train (or resume) the run in ``run_dir`` (options: see :func:`_fit`) holding its lock
     (ingest.runlock: a second fit of the same run is refused, a killed one's temporaries are
-    removed), deterministically on CPU (see :func:`deterministic_on_cpu`)."""
+    removed), deterministically on CPU (see :func:`deterministic_on_cpu`). On CPU the C++ kernels
+    are built (once per machine and version) before the budget starts, like the imports."""
+    if torch.device(options.get("device", "cpu")).type == "cpu" and options.get("backend", "auto") in ("auto", "cpu"):
+        load_cpu_kernels()
     with run_lock(run_dir, "NRC run", inputs=scene_paths, clean=("", "previews")), \
             deterministic_on_cpu(options.get("device", "cpu")):
         return _fit(scene_paths, run_dir, config, **options)
