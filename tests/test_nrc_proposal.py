@@ -2,6 +2,9 @@
 knows the surface lets a few radiance-field samples render what many uniform ones do."""
 from __future__ import annotations
 
+import math
+
+import pytest
 import torch
 
 from nrc.config import SceneFrame, preset
@@ -158,3 +161,20 @@ def test_a_field_trained_without_the_grid_renders_without_it():
         culled = march_rays(model, 0, origins, dirs, outputs=("rgb", "depth"), use_occupancy=True)
     torch.testing.assert_close(default["depth"], full["depth"], rtol=1e-3, atol=4e-3)
     assert culled["accumulation"].max() == 0 and default["accumulation"].max() > 0.5
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_gpu_preset_fits_and_renders_on_cuda(tiny_world, tmp_path):
+    """The gpu preset's path (Triton hash grids, the proposal field, bf16 autocast) on a GPU: a few
+    steps give finite numbers and a held-out evaluation."""
+    from nrc.evaluate import evaluate_run
+    from nrc.trainer import fit
+
+    config = preset("gpu")
+    assert config.sampler.proposal_samples > 0
+    config.train.steps, config.train.seconds, config.train.batch_rays, config.train.image_height = 20, None, 1024, 32
+    result = fit([tiny_world.root], tmp_path / "run", config, device="cuda", progress=False)
+    assert result.step == 20 and all(math.isfinite(h["psnr"]) for h in result.history if "psnr" in h)
+    mean = evaluate_run(tmp_path / "run", device="cuda")["scenes"][0]["mean"]
+    assert math.isfinite(mean["psnr"]) and mean["psnr"] > mean["baseline_psnr"] - 3
