@@ -10,8 +10,9 @@ on room 0 alone, and K=8 and K=1 with the code picked from the 3 coarsest hash l
 on): PSNR, FG-ARI and ARI of the code argmax against the GT ids, active codes, and, over the
 rooms, cross-scene consistency (share of recurring types whose majority code is the same in
 every room) with the number of distinct majority codes beside it (one code for everything
-is "consistent" too). Segmentation panels (GT ids | code argmax | per-code weights) land in
-OUT/<row>/eval/codes_*.png. ``--quick`` (<= 15 minutes on 2 CPU cores) ends with
+is "consistent" too), and the depth's absolute relative error (codes can only separate
+objects the field has put in their place). Segmentation panels (GT ids | code argmax |
+per-code weights) land in OUT/<row>/eval/codes_*.png. ``--quick`` (<= 15 minutes on 2 CPU cores) ends with
 
     FG-ARI K=8 <a>, K=1 <b>; held-out PSNR K=8 <p8> dB, K=1 <p1> dB; active codes <k> for <M> types; cross-scene <c>
 """
@@ -87,6 +88,7 @@ def run_row(name: str, config: NRCConfig, worlds, out: Path, device: str) -> dic
     return {"name": name, "rooms": len(worlds), "fit_s": fit_s, "psnr": np.mean([m["psnr"] for m in means]),
             "baseline": np.mean([m["baseline_psnr"] for m in means]), "fg_ari": np.nanmean([m["fg_ari"] for m in means]),
             "ari": np.mean([m["ari"] for m in means]), "active": report["active_codes"],
+            "depth": np.mean([m["depth_abs_rel"] for m in means]),
             "cross": report.get("cross_scene", float("nan")),
             "distinct": len({c for m in majors for c in m.values()}) if majors else None}
 
@@ -114,11 +116,11 @@ def main() -> int:
         r = results[-1]
         print(f"  {r['name']}: fitted in {r['fit_s']:.0f} s", flush=True)
     print(f"\n{'row':<14}{'rooms':>6}{'PSNR dB':>9}{'const dB':>9}{'FG-ARI':>8}{'ARI':>7}{'active':>7}"
-          f"{'cross':>7}{'distinct':>9}")
+          f"{'cross':>7}{'distinct':>9}{'depth':>7}")
     for r in results:
         distinct = "-" if r["distinct"] is None else str(r["distinct"])
         print(f"{r['name']:<14}{r['rooms']:>6}{r['psnr']:>9.2f}{r['baseline']:>9.2f}{r['fg_ari']:>8.3f}{r['ari']:>7.3f}"
-              f"{r['active']:>7}{r['cross']:>7.2f}{distinct:>9}")
+              f"{r['active']:>7}{r['cross']:>7.2f}{distinct:>9}{r['depth']:>7.2f}")
     print(f"(panels: {out}/K8/eval/codes_*.png; {time.perf_counter() - start:.0f} s in all)")
     k8, k1 = results[0], results[1]
     print(f"FG-ARI K=8 {k8['fg_ari']:.3f}, K=1 {k1['fg_ari']:.3f}; held-out PSNR K=8 {k8['psnr']:.2f} dB, "
