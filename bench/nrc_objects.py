@@ -25,8 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-# Before torch starts OpenMP: waiting threads sleep instead of spinning (see ingest/__init__.py).
+# Before torch starts OpenMP and MKL: waiting threads sleep instead of spinning (see ingest/__init__.py).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")  # byte-identical at any thread count (ingest/__init__.py)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
