@@ -20,8 +20,10 @@ def deterministic_on_cpu(device):
     every count: at 4 threads the first forward pass already differs in the last bits, with
     either hash-grid backend, because PyTorch splits a reduction to one number (a mean over the
     batch's samples) into per-thread partial sums (the mean of 49152 x 16 floats differs at 1,
-    2 and 4 threads; the MLPs' matrix products do not), and the logged loss, such a mean, differs
-    by about 1e-7 even between 1 and 2. On CUDA atomics remain: not bitwise reproducible there."""
+    2 and 4 threads; the MLPs' matrix products do not, under MKL's strict reproducibility, which
+    ``ingest`` turns on: without it, on an AVX-512 Xeon, a weight gradient's reduction over the
+    batch differed between 1 and 2 threads), and the logged loss, such a mean, differs by about
+    1e-7 even between 1 and 2. On CUDA atomics remain: not bitwise reproducible there."""
     if torch.device(device).type != "cpu":
         yield
         return
