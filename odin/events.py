@@ -50,13 +50,18 @@ def drop_events_after(folder: str | Path, step: int) -> int:
 
 
 def logged_steps(folder: str | Path) -> dict[str, list[int]]:
-    """tag -> the steps of its scalar points, in file order (tests: no step twice after a resume)."""
+    """tag -> the steps of its scalar points, files in the order they were opened (tests: no step
+    twice after a resume). Not name order: a name holds whole seconds and then the writer's pid,
+    so a run killed and resumed within one second could sort its resumed file first."""
     from tensorboard.compat.proto.event_pb2 import Event
 
+    files = []
+    for path in Path(folder).glob("events.out.tfevents.*"):
+        events = [Event.FromString(payload) for _, payload in _records(path.read_bytes())]
+        files.append((events[0].wall_time if events else 0.0, path.name, events))
     steps: dict[str, list[int]] = {}
-    for path in sorted(Path(folder).glob("events.out.tfevents.*")):
-        for _, payload in _records(path.read_bytes()):
-            event = Event.FromString(payload)
+    for _, _, events in sorted(files, key=lambda f: f[:2]):
+        for event in events:
             for value in event.summary.value:
                 steps.setdefault(value.tag, []).append(event.step)
     return steps

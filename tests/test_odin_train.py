@@ -275,3 +275,28 @@ def test_a_briefly_trained_model_follows_the_pose(pairs, tmp_path):
                          generator=torch.Generator().manual_seed(0))
         scores[name] = np.mean([psnr(tensor_image(a), tensor_image(b)) for a, b in zip(images, batch.target)])
     assert n >= 6 and scores["posed"] > scores["zeroed"] + 0.4, scores
+
+
+def test_logged_steps_follow_the_order_files_were_opened_not_their_names(tmp_path):
+    """A run killed and resumed within one second writes two event files whose names differ only
+    after the seconds (host, pid): the resumed file may sort first by name."""
+    import os
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    from odin.events import drop_events_after, logged_steps
+
+    names = []
+    for steps in ((1, 2, 3), (3, 4)):
+        writer = SummaryWriter(str(tmp_path))
+        for step in steps:
+            writer.add_scalar("train/loss", float(step), step)
+        writer.close()
+        names += sorted(set(os.listdir(tmp_path)) - set(names))
+        if steps[0] == 1:
+            assert drop_events_after(tmp_path, 2) == 1  # the killed run's step 3 goes
+    first, second = names
+    seconds = first.split(".tfevents.")[1].split(".")[0]
+    os.rename(tmp_path / second, tmp_path / f"events.out.tfevents.{seconds}.0.0.0")  # same second, sorts first
+    assert sorted(os.listdir(tmp_path))[0] != first
+    assert logged_steps(tmp_path) == {"train/loss": [1, 2, 3, 4]}
