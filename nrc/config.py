@@ -193,18 +193,18 @@ def preset(name: str) -> NRCConfig:
     """Named starting points, each with a default wall-clock budget (``train.seconds``). "gpu": the
     5-minute GPU config: the full-size field (16 levels, 2^19 entries, MLPs of 64), nerfacto's 4096
     rays a step, and a proposal field's 48 uniform samples placing 24 (was 8192 rays x 128 uniform
-    samples: ~22 steps in its 300 s on 2 CPU cores; on fern at 378 px, 2 CPU cores, 64 placing 32
-    made 675 steps in a fast spell of the shared machine and 493 in a slow one, 48 placing 24 705 in
-    a slow one, held-out 22.10 dB; not yet measured on a GPU: bench/gpu_check.py); "cpu": 5 minutes
-    on 2 cores: MLPs of 32, and a proposal field's 24 uniform samples place the radiance field's 16
-    (bench/nrc.py --sampler-ab: fern at 128 px 27.38 dB at 2.39x the rays/s of 48 uniform samples,
-    26.12 dB; the synthetic world 31.06 vs 29.64 dB at 2.09x; the proposal untrained: 22.37 dB on
-    fern); batches of 4096 rays: a step's fixed costs (Adam over the whole hash table, its gradient,
-    hundreds of operator calls) are shared by more rays (per ray, 2048 took ~18% less time than 1024
-    and 4096 ~11% less than 2048), and fern's held-out PSNR is no worse for it: 4000 steps of 1024
-    rays 27.05 dB, 2400 of 2048 27.07 dB, 1200 of 4096 27.38 dB; 1200 steps: about what 2 loaded
-    cores run in its 300 s, so the learning rate has decayed when the budget ends; "tiny": 2
-    minutes, for tests and demos."""
+    samples: ~22 steps in its 300 s on 2 CPU cores; on fern at 378 px, 2 CPU cores: 64 placing 32
+    made 675 steps in a fast spell of the shared machine and 493 in a slow one, and 48 placing 24
+    made 705 in a slow one, held-out 22.10 dB; not yet measured on a GPU: bench/gpu_check.py);
+    "cpu": 5 minutes on 2 cores: MLPs of 32, and a proposal field's 24 uniform samples place the
+    radiance field's 16 (bench/nrc.py --sampler-ab: fern at 128 px 27.38 dB at 2.39x the rays/s of
+    48 uniform samples, 26.12 dB; the synthetic world 31.06 vs 29.64 dB at 2.09x; the proposal
+    untrained: 22.37 dB on fern); batches of 4096 rays: a step's fixed costs (Adam over the whole
+    hash table, its gradient, hundreds of operator calls) are shared by more rays (per ray, 2048
+    took ~18% less time than 1024 and 4096 ~11% less than 2048), and fern's held-out PSNR is no
+    worse for it: 4000 steps of 1024 rays 27.05 dB, 2400 of 2048 27.07 dB, 1200 of 4096 27.38 dB;
+    1200 steps: about what 2 loaded cores run in its 300 s, so the learning rate has decayed when
+    the budget ends; "tiny": 2 minutes, for tests and demos."""
     if name == "gpu":
         return NRCConfig(sampler=SamplerConfig(n_samples=24, proposal_samples=48),
                          train=TrainConfig(seconds=300.0, batch_rays=4096))
