@@ -61,8 +61,8 @@ class SfmConfig:
     mask_features: bool = False
     filter_stationary_matches: bool | None = None  # None: when features are not masked
     rig_pair_max_angle_deg: float = 75.0  # 90° cameras whose axes differ more share too little to match
-    # Feature extraction and matching use every thread (-1) and still give the same database run to run:
-    # images are numbered in frame order and every pair's RANSAC is seeded. The mappers are not: with
+    # Feature extraction uses every thread (-1) and still gives the same database run to run: images are
+    # numbered in frame order. Matching runs on one thread (see run_colmap). The mappers: with
     # threads, three runs of the dragster clip on that same database registered 58, 58 and 59 frames on three
     # different paths, and on 2 cores one mapping thread costs ~0.3-0.5 s of its 5 s. More threads: faster
     # on many cores, poses vary.
@@ -215,9 +215,10 @@ def run_colmap(work: Path, route: str, images: list[list[str]], pairs: list[tupl
             pycolmap.apply_rig_config([_rig_config(specs)], database)
     match_list = work / "pairs.txt"
     match_list.write_text("".join(f"{a} {b}\n" for a, b in pairs))
-    # The rig route's verification (rig-level RANSAC) still varied with threads (CI: one run in several
-    # differed by 3e-3), so it matches on one thread; its matching is a small share of its time.
-    matching = pycolmap.FeatureMatchingOptions(num_threads=config.num_threads if route == "equirect" else 1)
+    # Matching on one thread: with several, verification still varied run to run although seeded (CI:
+    # one run in several differed by 3e-3 on the rig route and by 1e-3 on the equirect route, neither
+    # reproducible on an idle machine); matching is a small share of the time.
+    matching = pycolmap.FeatureMatchingOptions(num_threads=1)
     matching.rig_verification = route == "rig"
     matching.skip_image_pairs_in_same_frame = route == "rig"
     verification = pycolmap.TwoViewGeometryOptions()
