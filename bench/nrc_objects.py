@@ -11,7 +11,9 @@ on): PSNR, FG-ARI and ARI of the code argmax against the GT ids, active codes, a
 rooms, cross-scene consistency (share of recurring types whose majority code is the same in
 every room) with the number of distinct majority codes beside it (one code for everything
 is "consistent" too), and the depth's absolute relative error (codes can only separate
-objects the field has put in their place). Segmentation panels (GT ids | code argmax |
+objects the field has put in their place). A last row, "RGB k-means", scores k-means of the
+held-out frames' true pixel colours (k = the K=8 row's codes, all rooms together) the same way:
+what appearance alone separates, the reference for codes that follow appearance. Segmentation panels (GT ids | code argmax |
 per-code weights) land in OUT/<row>/eval/codes_*.png. ``--quick`` (<= 15 minutes on 2 CPU cores) ends with
 
     FG-ARI K=8 <a>, K=1 <b>; held-out PSNR K=8 <p8> dB, K=1 <p1> dB; active codes <k> for <M> types; cross-scene <c>
@@ -94,6 +96,33 @@ def run_row(name: str, config: NRCConfig, worlds, out: Path, device: str) -> dic
             "distinct": len({c for m in majors for c in m.values()}) if majors else None}
 
 
+def appearance_row(worlds, config: NRCConfig) -> dict:
+    """The same scores for k-means (k = the K=8 row's codes) of the held-out frames' true pixel
+    colours, all rooms together: how far appearance alone, seen perfectly, separates the object
+    types. A codebook whose codes follow appearance should not be expected to go beyond it."""
+    from nrc.data import load_scene_data
+    from nrc.metrics import adjusted_rand_index, cross_scene_consistency, foreground_ari, kmeans_labels, majority_codes
+
+    t = config.train
+    rooms = [load_scene_data(w.root, t.image_height, t.holdout_every, part="held_out").views for w in worlds]
+    pixels = np.concatenate([v.rgb.reshape(-1, 3) for views in rooms for v in views]).astype(np.float64) / 255
+    labels, start = kmeans_labels(pixels, config.model.n_codes, seed=t.seed), 0
+    fg, ari, majors = [], [], []
+    for views in rooms:
+        room_ids, room_labels, room_fg, room_ari = [], [], [], []
+        for v in views:
+            seg = labels[start:start + v.ids.size].reshape(v.ids.shape)
+            start += v.ids.size
+            room_fg.append(foreground_ari(v.ids, seg)), room_ari.append(adjusted_rand_index(v.ids, seg))
+            room_ids.append(v.ids.reshape(-1)), room_labels.append(seg.reshape(-1))
+        fg.append(np.nanmean(room_fg)), ari.append(np.mean(room_ari))
+        majors.append(majority_codes(np.concatenate(room_ids), np.concatenate(room_labels)))
+    cross, _ = cross_scene_consistency(majors)
+    return {"name": "RGB k-means", "rooms": len(worlds), "psnr": float("nan"), "baseline": float("nan"),
+            "fg_ari": float(np.nanmean(fg)), "ari": float(np.mean(ari)), "active": config.model.n_codes,
+            "depth": float("nan"), "cross": cross, "distinct": len({c for m in majors for c in m.values()})}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="<= 15 minutes on 2 CPU cores")
@@ -116,12 +145,15 @@ def main() -> int:
         results.append(run_row(name, config, worlds[:n_rooms], out, args.device))
         r = results[-1]
         print(f"  {r['name']}: fitted in {r['fit_s']:.0f} s", flush=True)
+    results.append(appearance_row(worlds, base_config(steps, height)))
     print(f"\n{'row':<14}{'rooms':>6}{'PSNR dB':>9}{'const dB':>9}{'FG-ARI':>8}{'ARI':>7}{'active':>7}"
           f"{'cross':>7}{'distinct':>9}{'depth':>7}")
     for r in results:
         distinct = "-" if r["distinct"] is None else str(r["distinct"])
-        print(f"{r['name']:<14}{r['rooms']:>6}{r['psnr']:>9.2f}{r['baseline']:>9.2f}{r['fg_ari']:>8.3f}{r['ari']:>7.3f}"
-              f"{r['active']:>7}{r['cross']:>7.2f}{distinct:>9}{r['depth']:>7.2f}")
+        psnr, const, depth = (f"{r[k]:>{w}.2f}" if np.isfinite(r[k]) else f"{'-':>{w}}"
+                              for k, w in (("psnr", 9), ("baseline", 9), ("depth", 7)))
+        print(f"{r['name']:<14}{r['rooms']:>6}{psnr}{const}{r['fg_ari']:>8.3f}{r['ari']:>7.3f}"
+              f"{r['active']:>7}{r['cross']:>7.2f}{distinct:>9}{depth}")
     print(f"(panels: {out}/K8/eval/codes_*.png; {time.perf_counter() - start:.0f} s in all)")
     k8, k1 = results[0], results[1]
     print(f"FG-ARI K=8 {k8['fg_ari']:.3f}, K=1 {k1['fg_ari']:.3f}; held-out PSNR K=8 {k8['psnr']:.2f} dB, "

@@ -81,6 +81,32 @@ def cross_scene_consistency(majorities: list[dict[int, int]]) -> tuple[float, in
     return float(np.mean([len(seen[obj]) == 1 for obj in recurring])), len(recurring)
 
 
+def kmeans_labels(points: np.ndarray, k: int, seed: int = 0, iterations: int = 50) -> np.ndarray:
+    """(N,) cluster of each of ``points`` (N, D) by Lloyd's k-means from a k-means++ start
+    (seeded: the same points give the same labels); at most ``k`` clusters, fewer when the
+    points have fewer distinct values."""
+    x = np.asarray(points, dtype=np.float64).reshape(len(points), -1)
+    rng = np.random.default_rng(seed)
+    centres = [x[rng.integers(len(x))]]
+    d2 = ((x - centres[0]) ** 2).sum(1)
+    for _ in range(1, k):
+        if d2.sum() <= 0:
+            break
+        centres.append(x[rng.choice(len(x), p=d2 / d2.sum())])
+        d2 = np.minimum(d2, ((x - centres[-1]) ** 2).sum(1))
+    c = np.stack(centres)
+    labels = np.full(len(x), -1)
+    for _ in range(iterations):
+        new = (((x[:, None, :] - c[None]) ** 2).sum(-1)).argmin(1)
+        if np.array_equal(new, labels):
+            break
+        labels = new
+        for j in range(len(c)):
+            if (labels == j).any():
+                c[j] = x[labels == j].mean(0)
+    return labels
+
+
 def chamfer_distance(points_a: np.ndarray, points_b: np.ndarray) -> float:
     """Symmetric mean nearest-neighbour distance: (mean d(a->B) + mean d(b->A)) / 2."""
     from scipy.spatial import cKDTree

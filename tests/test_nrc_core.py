@@ -13,7 +13,7 @@ from nrc.config import SceneFrame, preset
 from nrc.data import Camera, camera_rays, pixel_solid_angle_weights
 from nrc.field import NRCModel, spherical_harmonics_deg2
 from nrc.metrics import (adjusted_rand_index, adjusted_rand_index_reference, chamfer_distance, foreground_ari,
-                         psnr)
+                         kmeans_labels, psnr)
 from nrc.rendering import (distortion_loss, distortion_loss_reference, march_rays, render_rays, render_view,
                            volume_weights, volume_weights_reference)
 from nrc.sampling import OccupancyGrid, contract, s_from_t, sample_along_rays, t_from_s, uncontract
@@ -331,6 +331,19 @@ def test_ari_matches_pair_counting_reference():
     assert abs(adjusted_rand_index(a, rng.integers(0, 5, 200))) < 0.1
     ids = np.array([0, 0, 0, 1, 1, 2, 2])
     assert foreground_ari(ids, np.array([5, 6, 7, 1, 1, 2, 2])) == pytest.approx(1.0)  # background ignored
+
+
+def test_kmeans_finds_separated_clusters_and_is_seeded():
+    """The bench's appearance reference (bench/nrc_objects.py): blobs far apart come out as they were
+    drawn, the same seed gives the same labels, and k is an upper bound."""
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 4, 400)
+    centres = np.array([[0.1, 0.1, 0.1], [0.9, 0.2, 0.2], [0.2, 0.9, 0.3], [0.3, 0.3, 0.9]])
+    points = centres[truth] + rng.normal(0, 0.02, (400, 3))
+    labels = kmeans_labels(points, 4, seed=3)
+    assert adjusted_rand_index(truth, labels) == pytest.approx(1.0)
+    np.testing.assert_array_equal(labels, kmeans_labels(points, 4, seed=3))
+    assert len(np.unique(kmeans_labels(np.zeros((10, 3)), 4))) == 1  # one distinct value: one cluster
 
 
 def test_psnr_and_chamfer():
