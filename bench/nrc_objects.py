@@ -1,9 +1,10 @@
 """Does NRC's codebook discover objects? One table on a synthetic family of rooms (issue 15).
 
-    python bench/nrc_objects.py [--quick] [--out DIR] [--steps N] [--height H] [--device cpu|cuda]
+    python bench/nrc_objects.py [--quick] [--coloured] [--out DIR] [--steps N] [--height H] [--device cpu|cuda]
 
 A family of 3 rooms sharing M=4 object types (same shape and texture; GT ids are type ids, see
-ingest.synth.family), 3 objects per room. Rows, all fitted in this process with one config
+ingest.synth.family), 3 objects per room; with ``--coloured`` each type in its own colour, in
+grey rooms (colour alone tells the types apart). Rows, all fitted in this process with one config
 but the ablated knob: K=8 (default) on the 3 rooms together, K=1, no variation module, K=8
 on room 0 alone, and K=8 and K=1 with the code picked from the 3 coarsest hash levels only
 (``model.code_levels``, not the default). Metrics on held-out whole frames (every 8th capture moment, never trained
@@ -42,13 +43,13 @@ from nrc.config import NRCConfig, preset  # noqa: E402
 N_TYPES, N_ROOMS, OBJECTS_PER_ROOM = 4, 3, 3
 
 
-def make_family(root: Path):
+def make_family(root: Path, coloured: bool = False):
     from ingest.synth import CameraPathConfig, SynthConfig, generate_family
 
     # A tight camera loop (0.8 x 0.6 m) lets objects stand close: in a 48-pixel-high panorama
     # the foreground is then 6-10% of the pixels instead of 2-3%.
     config = SynthConfig(seconds=4.0, fps=5.0, width=256, seed=0, n_objects=OBJECTS_PER_ROOM, n_types=N_TYPES,
-                         path=CameraPathConfig(radius_x=0.8, radius_z=0.6, speed=0.3))
+                         coloured_types=coloured, path=CameraPathConfig(radius_x=0.8, radius_z=0.6, speed=0.3))
     return generate_family(root / "family", config, N_ROOMS, progress=False)
 
 
@@ -129,6 +130,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, help="training steps per row (default 400 quick, 1500 otherwise)")
     ap.add_argument("--height", type=int, help="training and evaluation height (default 48 quick, 64 otherwise)")
     ap.add_argument("--out", help="folder for runs and panels (default: a temporary one, kept)")
+    ap.add_argument("--coloured", action="store_true",
+                    help="the family with each type in its own colour, in grey rooms (odin synth --coloured-types)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
     steps = args.steps or (400 if args.quick else 1500)
@@ -137,8 +140,8 @@ def main() -> int:
     if args.device == "cpu":
         torch.set_num_threads(min(2, os.cpu_count() or 1))
     start = time.perf_counter()
-    worlds = make_family(out)
-    print(f"family: {N_ROOMS} rooms, {N_TYPES} object types, {OBJECTS_PER_ROOM} per room; {len(worlds[0])} frames "
+    worlds = make_family(out, args.coloured)
+    print(f"family: {N_ROOMS} rooms, {N_TYPES} {'coloured ' if args.coloured else ''}object types, {OBJECTS_PER_ROOM} per room; {len(worlds[0])} frames "
           f"per room, every 8th held out; {height} px, {steps} steps per row on {args.device}; -> {out}", flush=True)
     results = []
     for name, config, n_rooms in rows(steps, height):

@@ -34,6 +34,9 @@ def _add_synth(subparsers) -> None:
                    help="a family of rooms reusing M object types (same shape and texture; ids = type ids); "
                         "--objects per room (<= M), written to OUT/room_<k>")
     p.add_argument("--rooms", type=ac.int_between(1, 64), default=3, help="rooms of a --types family (default 3)")
+    p.add_argument("--coloured-types", action="store_true",
+                   help="each type of a --types family in its own colour (M <= 6), in grey rooms: types that "
+                        "colour alone tells apart")
     p.add_argument("--overwrite", action="store_true", help="replace an existing world in --out")
     p.set_defaults(func=_run_synth)
 
@@ -43,20 +46,19 @@ def _run_synth(args) -> int:
 
     config = SynthConfig(seconds=args.seconds, fps=args.fps, width=args.width, seed=args.seed,
                          n_objects=args.objects, moving_object=args.moving_object, rig_box=args.rig_box,
-                         cut_at=args.cut_at,
+                         cut_at=args.cut_at, n_types=args.types, coloured_types=args.coloured_types,
                          path=CameraPathConfig(speed=args.speed, yaw_drift_deg_per_s=args.yaw_drift,
                                                roll_jitter_deg=args.roll_jitter))
     if args.types is not None:
-        from dataclasses import replace
-
         from ingest.synth import generate_family
 
         if args.objects > args.types:
             raise OdinError(f"a family room holds at most one object per type (--types {args.types}), "
                             f"got {args.objects}", "--objects")
-        worlds = generate_family(args.out, replace(config, n_types=args.types), args.rooms, overwrite=args.overwrite)
+        worlds = generate_family(args.out, config, args.rooms, overwrite=args.overwrite)
         for world in worlds:
-            names = ", ".join(f"{o.id}:{o.kind}/{o.texture}" for o in world.scene.objects)
+            names = ", ".join(f"{o.id}:{o.kind}/{o.texture}{'' if o.tint is None else ' in ' + str(o.tint)}"
+                              for o in world.scene.objects)
             print(f"synthetic room: {len(world)} frames {config.width}x{config.height}, types {names} -> {world.root}")
         return 0
     world = generate(args.out, config, overwrite=args.overwrite)

@@ -153,3 +153,28 @@ def test_too_many_objects_is_a_clear_error():
     with pytest.raises(ValueError, match="n_objects"):
         make_scene(0, 50)
     assert math.isfinite(make_scene(0, 0).extent)
+
+
+def test_coloured_types_are_their_colour_in_grey_rooms(tmp_path, capsys):
+    """`odin synth --types M --coloured-types`: every pixel of a type has its own colour's hue (the
+    largest channel of the type's colour is the largest of its pixels') and the room is grey, in
+    the saved world as rendered again; the plain family keeps the photographs' colours."""
+    from ingest.synth.family import TYPE_COLOURS
+
+    out = tmp_path / "fam"
+    assert main(["synth", "--out", str(out), "--types", "3", "--objects", "3", "--rooms", "1", "--coloured-types",
+                 "--seconds", "0.2", "--fps", "5", "--width", "256"]) == 0
+    world = SyntheticWorld(out / "room_0")
+    assert [o.tint for o in world.scene.objects] == [TYPE_COLOURS[o.id - 1] for o in world.scene.objects]
+    frame = world.render(0)
+    rgb = frame.rgb.astype(np.float64)
+    room = rgb[frame.ids == 0]
+    assert np.percentile(room.max(1) - room.min(1), 95) <= 3  # grey: channels within rounding
+    for obj in world.scene.objects:
+        pixels = rgb[frame.ids == obj.id]
+        assert len(pixels) > 20
+        assert np.mean(pixels.argmax(1) == int(np.argmax(obj.tint))) > 0.9, obj
+    assert main(["synth", "--out", str(tmp_path / "bad"), "--types", "7", "--objects", "2", "--coloured-types"]) == 2
+    assert "--coloured-types: needs a family of at most 6 types" in capsys.readouterr().err
+    plain = SynthConfig(seconds=0.2, fps=5, width=64, n_types=3, n_objects=2).scenes()[0]
+    assert plain.room_tint is None and all(o.tint is None for o in plain.objects)

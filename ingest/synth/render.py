@@ -20,8 +20,9 @@ _TINTS = np.array([[1.0, 0.55, 0.45], [0.45, 0.8, 0.5], [0.5, 0.6, 1.0], [1.0, 0
 
 
 @functools.lru_cache(maxsize=None)
-def load_texture(name: str) -> np.ndarray:
-    """(H, W, 3) float32 albedo in [0, 1] from a photograph that ships with scikit-image."""
+def load_texture(name: str, tint: tuple[float, float, float] | None = None) -> np.ndarray:
+    """(H, W, 3) float32 albedo in [0, 1] from a photograph that ships with scikit-image: its own
+    colours (a grey one tinted by its name), or with ``tint`` its brightness times that colour."""
     import skimage.data
     from scipy.ndimage import gaussian_filter
 
@@ -29,7 +30,10 @@ def load_texture(name: str) -> np.ndarray:
     if img.dtype == bool:
         img = img.astype(np.uint8) * 255
     img = img.astype(np.float32) / 255.0
-    if img.ndim == 3:
+    if tint is not None:
+        grey = img[..., :3].mean(-1) if img.ndim == 3 else img
+        img = grey[..., None] * np.asarray(tint, np.float32)[None, None, :]
+    elif img.ndim == 3:
         img = img[..., :3]
     else:
         tint = _TINTS[sum(map(ord, name)) % len(_TINTS)]
@@ -212,7 +216,7 @@ def cast_rays(scene: Scene, origins: np.ndarray, directions: np.ndarray, time: f
         for name, tex_name in scene.room_textures.items():
             m = face == name
             if m.any():
-                block[m] = sample_texture(load_texture(tex_name), u[m] * tpm, v[m] * tpm)
+                block[m] = sample_texture(load_texture(tex_name, scene.room_tint), u[m] * tpm, v[m] * tpm)
         rgb[sel] = block
     for k, (prim, center) in enumerate(zip(scene.objects, centers), start=1):
         sel = winner == k
@@ -221,7 +225,7 @@ def cast_rays(scene: Scene, origins: np.ndarray, directions: np.ndarray, time: f
         n, u, v = _object_surface(points[sel], prim, center)
         normals[sel] = n
         ids[sel] = prim.id
-        rgb[sel] = sample_texture(load_texture(prim.texture), u * prim.texels_per_meter, v * prim.texels_per_meter)
+        rgb[sel] = sample_texture(load_texture(prim.texture, prim.tint), u * prim.texels_per_meter, v * prim.texels_per_meter)
 
     light = cv.normalize(np.asarray(scene.light_direction, np.float64))
     lambert = np.clip(-(normals @ light), 0.0, 1.0).astype(np.float32)

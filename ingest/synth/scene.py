@@ -36,6 +36,7 @@ class Primitive:
     texels_per_meter: float = 256.0
     motion_amplitude: float = 0.0  # metres along +x, sinusoidal
     motion_period: float = 4.0  # seconds
+    tint: tuple[float, float, float] | None = None  # albedo = the photograph's brightness x this colour
 
     def center_at(self, time: float) -> np.ndarray:
         c = np.array(self.center, dtype=np.float64)
@@ -59,6 +60,7 @@ class Scene:
     room_texels_per_meter: float = 128.0
     light_direction: tuple[float, float, float] = (0.35, 1.0, 0.25)  # direction light travels (downwards)
     rig: Primitive | None = None  # a box fixed in the camera frame (centre and size in camera axes)
+    room_tint: tuple[float, float, float] | None = None  # as Primitive.tint, for every face of the room
 
     @property
     def extent(self) -> float:
@@ -80,13 +82,16 @@ class Scene:
     @classmethod
     def from_json(cls, d: dict) -> "Scene":
         d = {k: v for k, v in d.items() if k not in ("extent", "bounds", "id_names")}
+        def colour(c):  # JSON lists back to the tuples the texture cache keys on
+            return tuple(c) if c is not None else None
+
         def prim(o):
-            return Primitive(**{**o, "center": tuple(o["center"]), "size": tuple(o["size"])})
+            return Primitive(**{**o, "center": tuple(o["center"]), "size": tuple(o["size"]), "tint": colour(o.get("tint"))})
 
         objects = [prim(o) for o in d.pop("objects")]
         rig = d.pop("rig", None)
         return cls(objects=objects, rig=prim(rig) if rig else None,
-                   **{**d, "light_direction": tuple(d["light_direction"])})
+                   **{**d, "light_direction": tuple(d["light_direction"]), "room_tint": colour(d.get("room_tint"))})
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=2)

@@ -31,7 +31,7 @@ from ingest.atomic import atomic_write_json, temp_dir
 from ingest.errors import OdinError
 from ingest.media import write_mp4
 from ingest.synth.camera_path import CameraPathConfig, camera_to_world
-from ingest.synth.family import family_room
+from ingest.synth.family import TYPE_COLOURS, family_room
 from ingest.synth.render import Render, render_equirect
 from ingest.synth.scene import Primitive, Scene, make_scene, rig_box, rotated_room_textures
 
@@ -52,6 +52,7 @@ class SynthConfig:
     # A room of a family that reuses object types (see ingest.synth.family): object ids are type ids.
     n_types: int | None = None
     room: int = 0
+    coloured_types: bool = False  # each type in its own colour, in grey rooms (ingest.synth.family.TYPE_COLOURS)
 
     def __post_init__(self):
         if self.width < 16 or self.width % 4:
@@ -64,6 +65,9 @@ class SynthConfig:
         if self.n_types is not None and (self.cut_at is not None or self.moving_object):
             # Ids are type ids in a family: a second room or an extra moving object would break that.
             raise OdinError("a family room takes neither --cut-at nor --moving-object", "--types")
+        if self.coloured_types and not (self.n_types is not None and self.n_types <= len(TYPE_COLOURS)):
+            raise OdinError(f"needs a family of at most {len(TYPE_COLOURS)} types (--types M), got {self.n_types}",
+                            "--coloured-types")
 
     @property
     def height(self) -> int:
@@ -81,7 +85,7 @@ class SynthConfig:
         if self.n_types is not None:
             # Objects stay clear of the camera's loop.
             keep_out = max(self.path.radius_x, self.path.radius_z) + 0.4
-            first = family_room(self.seed, self.room, self.n_types, self.n_objects, keep_out)
+            first = family_room(self.seed, self.room, self.n_types, self.n_objects, keep_out, coloured=self.coloured_types)
         else:
             first = make_scene(self.seed, self.n_objects, self.moving_object)
         scenes = [first]
