@@ -10,8 +10,9 @@ The variation is the only feature-dependent signal that reaches the decoder, and
 information bottleneck: one number for density and ``variation_dim`` (default 1) for colour
 per point, each bounded by tanh and paid for by ``variation_penalty * mean(v^2)``. Through
 the old full-width, unpenalised offset one code rendered as well as eight (issue 15); through
-this one a code can shade a texture but not stand in for another code (on a 3-room family,
-K=1 falls 4.4 dB below K=8 with one colour number at 1e-2, 1 dB with two at 1e-3).
+this one, one code learns slowly to stand in for many, but it does learn: on a 3-room family
+K=1 falls 4.4 dB below K=8 after 400 steps (1 dB with two colour numbers at 1e-3) and only
+0.8 dB after 1200 (bench/nrc_objects.py --quick --steps 400, and its default).
 (Scaling an offset in code space to the codes' spacing bounds nothing: the decoder can
 amplify any offset, so the bottleneck is the width and the price, not a radius.)
 
