@@ -5,16 +5,17 @@
 A family of 3 rooms sharing M=4 object types (same shape and texture; GT ids are type ids, see
 ingest.synth.family), 3 objects per room; with ``--coloured`` each type in its own colour, in
 grey rooms (colour alone tells the types apart). Rows, all fitted in this process with one config
-but the ablated knob: K=8 (default) on the 3 rooms together, K=1, no variation module, K=8
-on room 0 alone, and K=8 and K=1 with the code picked from the 3 coarsest hash levels only
-(``model.code_levels``, not the default). Metrics on held-out whole frames (every 8th capture moment, never trained
+(the tiny preset in objects mode, ``odin nrc fit --objects``: nrc.assignment) but the ablated
+knob: K=8 on the 3 rooms together, K=1, no variation module, K=8 on room 0 alone, and
+"photometric", K=8 with the fit's default (the photometric loss alone, pruning). Metrics on held-out whole frames (every 8th capture moment, never trained
 on): PSNR, FG-ARI and ARI of the code argmax against the GT ids, active codes, and, over the
 rooms, cross-scene consistency (share of recurring types whose majority code is the same in
 every room) with the number of distinct majority codes beside it (one code for everything
 is "consistent" too), and the depth's absolute relative error (codes can only separate
-objects the field has put in their place). A last row, "RGB k-means", scores k-means of the
+objects the field has put in their place). The last rows: "RGB k-means" scores k-means of the
 held-out frames' true pixel colours (k = the K=8 row's codes, all rooms together) the same way:
-what appearance alone separates, the reference for codes that follow appearance. Segmentation panels (GT ids | code argmax |
+what appearance alone separates, the reference for codes that follow appearance; "chroma k-means"
+the same of the colours with their brightness divided out. Segmentation panels (GT ids | code argmax |
 per-code weights) land in OUT/<row>/eval/codes_*.png. ``--quick`` (<= 15 minutes on 2 CPU cores) ends with
 
     FG-ARI K=8 <a>, K=1 <b>; held-out PSNR K=8 <p8> dB, K=1 <p1> dB; active codes <k> for <M> types; cross-scene <c>
@@ -38,7 +39,7 @@ import torch  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from nrc.config import NRCConfig, preset  # noqa: E402
+from nrc.config import NRCConfig, objects_mode, preset  # noqa: E402
 
 N_TYPES, N_ROOMS, OBJECTS_PER_ROOM = 4, 3, 3
 
@@ -64,19 +65,16 @@ def base_config(steps: int, height: int, seed: int = 0) -> NRCConfig:
 
 
 def rows(steps: int, height: int, seed: int = 0) -> list[tuple[str, NRCConfig, int]]:
-    """(name, config, number of rooms) per row."""
-    k8 = base_config(steps, height, seed)
-    k1 = base_config(steps, height, seed)
+    """(name, config, number of rooms) per row: objects mode (nrc.config.objects_mode) but the
+    ablated knob, and the photometric loss alone (the fit's default) for comparison."""
+    k8 = objects_mode(base_config(steps, height, seed))
+    k1 = objects_mode(base_config(steps, height, seed))
     k1.model.n_codes = 1
-    plain = base_config(steps, height, seed)
+    plain = objects_mode(base_config(steps, height, seed))
     plain.model.variation_dim = 0
-    coarse = base_config(steps, height, seed)
-    coarse.model.code_levels = 3  # the code picked from the 3 coarsest hash levels: regions, not texture
-    coarse_k1 = base_config(steps, height, seed)
-    coarse_k1.model.code_levels, coarse_k1.model.n_codes = 3, 1
     return [("K=8", k8, N_ROOMS), ("K=1", k1, N_ROOMS), ("no variation", plain, N_ROOMS),
-            ("K=8 one room", base_config(steps, height, seed), 1), ("3 code levels", coarse, N_ROOMS),
-            ("3 levels K=1", coarse_k1, N_ROOMS)]
+            ("K=8 one room", objects_mode(base_config(steps, height, seed)), 1),
+            ("photometric", base_config(steps, height, seed), N_ROOMS)]
 
 
 def run_row(name: str, config: NRCConfig, worlds, out: Path, device: str) -> dict:
@@ -98,16 +96,20 @@ def run_row(name: str, config: NRCConfig, worlds, out: Path, device: str) -> dic
             "distinct": len({c for m in majors for c in m.values()}) if majors else None}
 
 
-def appearance_row(worlds, config: NRCConfig) -> dict:
+def appearance_row(worlds, config: NRCConfig, chroma: bool = False) -> dict:
     """The same scores for k-means (k = the K=8 row's codes) of the held-out frames' true pixel
     colours, all rooms together: how far appearance alone, seen perfectly, separates the object
-    types. A codebook whose codes follow appearance should not be expected to go beyond it."""
+    types. A codebook whose codes follow appearance should not be expected to go beyond it.
+    ``chroma``: of the colours divided by their sum (brightness removed), what objects mode's
+    codes, one shaded colour each, can follow at best."""
     from nrc.data import load_scene_data
     from nrc.metrics import adjusted_rand_index, cross_scene_consistency, foreground_ari, kmeans_labels, majority_codes
 
     t = config.train
     rooms = [load_scene_data(w.root, t.image_height, t.holdout_every, part="held_out").views for w in worlds]
     pixels = np.concatenate([v.rgb.reshape(-1, 3) for views in rooms for v in views]).astype(np.float64) / 255
+    if chroma:
+        pixels = pixels / pixels.sum(1, keepdims=True).clip(1e-3)
     labels, start = kmeans_labels(pixels, config.model.n_codes, seed=t.seed), 0
     fg, ari, majors = [], [], []
     for views in rooms:
@@ -120,7 +122,7 @@ def appearance_row(worlds, config: NRCConfig) -> dict:
         fg.append(np.nanmean(room_fg)), ari.append(np.mean(room_ari))
         majors.append(majority_codes(np.concatenate(room_ids), np.concatenate(room_labels)))
     cross, _ = cross_scene_consistency(majors)
-    return {"name": "RGB k-means", "rooms": len(worlds), "psnr": float("nan"), "baseline": float("nan"),
+    return {"name": "chroma k-means" if chroma else "RGB k-means", "rooms": len(worlds), "psnr": float("nan"), "baseline": float("nan"),
             "fg_ari": float(np.nanmean(fg)), "ari": float(np.mean(ari)), "active": config.model.n_codes,
             "depth": float("nan"), "cross": cross, "distinct": len({c for m in majors for c in m.values()})}
 
@@ -152,7 +154,7 @@ def main() -> int:
         results.append(run_row(name, config, worlds[:n_rooms], out, args.device))
         r = results[-1]
         print(f"  {r['name']}: fitted in {r['fit_s']:.0f} s", flush=True)
-    results.append(appearance_row(worlds, base_config(steps, height, args.seed)))
+    results += [appearance_row(worlds, base_config(steps, height, args.seed), chroma) for chroma in (False, True)]
     print(f"\n{'row':<14}{'rooms':>6}{'PSNR dB':>9}{'const dB':>9}{'FG-ARI':>8}{'ARI':>7}{'active':>7}"
           f"{'cross':>7}{'distinct':>9}{'depth':>7}")
     for r in results:

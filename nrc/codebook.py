@@ -12,7 +12,10 @@ per point, each bounded by tanh and paid for by ``variation_penalty * mean(v^2)`
 the old full-width, unpenalised offset one code rendered as well as eight (issue 15); through
 this one, one code learns slowly to stand in for many, but it does learn: on a 3-room family
 K=1 falls 4.4 dB below K=8 after 400 steps (1 dB with two colour numbers at 1e-3) and only
-0.8 dB after 1200 (bench/nrc_objects.py --quick --steps 400, and its default).
+0.8 dB after 1200 (bench/nrc_objects.py --quick --steps 400, and its default, when its rows
+were fitted on the photometric loss alone; its "photometric" row is that K=8). With
+``colour_variation`` "brightness" the colour number only shades the code's one colour, and
+nrc.assignment teaches the features which code explains their pixel (``--objects``).
 (Scaling an offset in code space to the codes' spacing bounds nothing: the decoder can
 amplify any offset, so the bottleneck is the width and the price, not a radius.)
 

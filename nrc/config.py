@@ -37,12 +37,17 @@ class ModelConfig:
     # change at texture frequency (it follows regions) and the variation reads every level instead.
     # Not the presets' default: on the 3-room family 3 levels gave FG-ARI 0.25 (0.11 with all levels)
     # at the same PSNR in one build and 0.11 (0.09) in the next, which differed only in float
-    # rounding, and K=1 came within 1.3-1.8 dB of K=8 (bench/nrc_objects.py --quick, "3 code levels").
+    # rounding, and K=1 came within 1.3-1.8 dB of K=8 (bench/nrc_objects.py --quick, "3 code levels", a row of that bench until objects mode).
     code_levels: int | None = None
     # The variation bottleneck (nrc.codebook): per-point numbers in [-1, 1] that reach the decoder
     # besides the code; 0 = none (the ablation). Density's is one number, scaled to e-folds.
     variation_dim: int = 1
     density_variation: float = 1.0
+    # What the colour variation does: "mlp", its numbers enter the colour MLP beside the code (one
+    # number traces a curve through colour space, so one code can paint several hues); "brightness",
+    # a code has one colour and its first number only scales it (x 2^[-1, 1]: shading), so a hue
+    # needs its own code - what object discovery (nrc.assignment) rests on.
+    colour_variation: str = "mlp"
     view_dependence: float = 0.3  # bound of the view-dependent colour logit (0: Lambertian)
     assign_temperature: float = 1.0  # softmax temperature of the straight-through assignment
     decoder_hidden: int = 64
@@ -50,6 +55,8 @@ class ModelConfig:
     color_hidden: int = 64
 
     def __post_init__(self):
+        if self.colour_variation not in ("mlp", "brightness"):
+            raise ValueError(f"model.colour_variation must be 'mlp' or 'brightness', got {self.colour_variation!r}")
         if self.code_levels is not None and not 1 <= self.code_levels <= self.hashgrid.n_levels:
             raise ValueError(f"model.code_levels must be in 1..{self.hashgrid.n_levels} (or null), got {self.code_levels}")
 
@@ -114,6 +121,11 @@ class TrainConfig:
     distortion: float = 0.003
     proposal_loss: float = 1.0  # weight of the proposal field's interlevel loss (when it has one)
     codebook_loss: float = 1.0  # VQ codebook loss (codes pull towards their features)
+    # Object discovery (nrc.assignment, needs model.colour_variation "brightness"; see objects_mode):
+    # the E step's cross-entropy pulling surface features towards the code that best explains their
+    # pixel, and the M step pulling each code's colour towards the pixels it explains.
+    assignment_loss: float = 0.0
+    code_colour_loss: float = 0.0
     code_restart_every: int = 100  # re-seed unused codes on surface features this often ...
     code_restart_until: float = 0.5  # ... during this fraction of training (then pruning decides)
     # After the restarts, the open code whose loss costs least is closed for good whenever the
@@ -169,9 +181,19 @@ class NRCConfig:
 
             raise OdinError(f"{scene} is out of range: the run has {len(self.scenes)} scene(s), 0-based", "--scene")
 
+    def __post_init__(self):
+        t = self.train
+        if (t.assignment_loss or t.code_colour_loss) and self.model.colour_variation != "brightness":
+            raise ValueError("train.assignment_loss and train.code_colour_loss need model.colour_variation 'brightness' "
+                             "(a code's colour must be one colour for a pixel to pick it)")
+
     def architecture(self) -> dict:
-        """What a checkpoint's tensors and meaning depend on."""
-        return {"model": asdict(self.model), "sampler": asdict(self.sampler),
+        """What a checkpoint's tensors and meaning depend on (colour_variation only when not the
+        "mlp" that every run had before it existed, so those runs still load)."""
+        model = asdict(self.model)
+        if model["colour_variation"] == "mlp":
+            del model["colour_variation"]
+        return {"model": model, "sampler": asdict(self.sampler),
                 "scenes": [_scene_architecture(s) for s in self.scenes]}
 
 
@@ -228,3 +250,16 @@ def preset(name: str) -> NRCConfig:
 
 
 PRESETS = ("gpu", "cpu", "tiny")
+
+
+def objects_mode(config: NRCConfig) -> NRCConfig:
+    """``config`` set up to discover objects (``odin nrc fit --objects``; nrc.assignment): one
+    colour per code, shaded; the E and M steps; no pruning by photometric cost (it closed the codes
+    of small objects first: FG-ARI 0.15 with it, 0.67 without, one seed of the prototype on the
+    coloured 3-room family). Not the default: on that family it costs 1 dB of held-out PSNR and
+    doubles the depth error (bench/nrc_objects.py --quick --coloured: K=8 29.32 dB, depth 0.49;
+    "photometric" 30.31 dB, 0.24)."""
+    config.model.colour_variation = "brightness"
+    config.train.assignment_loss, config.train.code_colour_loss = 1e-3, 0.3
+    config.train.code_prune_tolerance = 0.0
+    return config

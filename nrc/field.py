@@ -129,6 +129,10 @@ class SceneEncoder(nn.Module):
         return code, (code if self.detail_mlp is None else self.detail_mlp(h))
 
 
+# "brightness" colour variation: a code's colour times 2^(SHADE_OCTAVES * v), v in [-1, 1].
+SHADE_OCTAVES = 1.0
+
+
 class Decoder(nn.Module):
     """Code -> density and geometry features; geometry + colour variation + view direction -> colour.
 
@@ -140,7 +144,10 @@ class Decoder(nn.Module):
     def __init__(self, model: ModelConfig):
         super().__init__()
         self.density_mlp = _mlp([model.code_dim, model.decoder_hidden, 1 + model.geo_dim])
-        self.color_mlp = _mlp([model.geo_dim + model.variation_dim, model.color_hidden, model.color_hidden, 3])
+        # "brightness": the colour MLP reads the code alone; the variation's first colour number shades it.
+        self.shaded = model.colour_variation == "brightness"
+        colour_inputs = model.geo_dim + (0 if self.shaded else model.variation_dim)
+        self.color_mlp = _mlp([colour_inputs, model.color_hidden, model.color_hidden, 3])
         # View dependence is a bounded, per-code SH offset: seen from inside a room the view
         # direction tells which wall a ray hits, and a free direction input let one code paint
         # every wall (K=1 within 1 dB of K=8 with it).
@@ -180,6 +187,14 @@ class Decoder(nn.Module):
         """Colour of points (N, 3) from their colour-MLP input ``geo`` and unit view ``directions``:
         one per point, or one per ray with ``rays`` (N,) the ray of each point, so the SH basis
         and its share of the view head are computed per ray (a ray's samples share them)."""
+        if not self.shaded or geo.shape[-1] == self.geo_dim:
+            return self.code_colour(geo, directions, rays)
+        shade = torch.exp2(SHADE_OCTAVES * geo[:, self.geo_dim:self.geo_dim + 1].float())
+        return (self.code_colour(geo[:, :self.geo_dim], directions, rays) * shade).clamp(max=1.0)
+
+    def code_colour(self, geo: torch.Tensor, directions: torch.Tensor, rays: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`color` before shading: with ``colour_variation`` "brightness", the one colour a
+        code (``geo`` without the variation) has from these directions."""
         logit = self.color_mlp(geo).float()
         if self.view_dependence:
             # view_head(cat([geo, sh])) split into its two blocks: no (N, geo_dim + 9) concatenation.

@@ -18,6 +18,7 @@ import torch._dynamo  # noqa: F401  (Adam imports it on first use, seconds on a 
 from ingest.errors import OdinError
 from ingest.runlock import contents, run_lock
 from nrc import checkpoint as ckpt
+from nrc.assignment import assignment_terms
 from nrc.config import NRCConfig
 from nrc.determinism import deterministic_on_cpu
 from nrc.budget import Budget
@@ -73,7 +74,8 @@ def training_loss(model: NRCModel, batches: list[tuple], config: NRCConfig, gene
     codes' usage (the mean of the scenes' shares), so a code one scene needs is not closed
     because another scene has more surface. "usage" is (S, K): each scene's share per code."""
     t = config.train
-    outputs = ("rgb", "codes", "interlevel") + (("distortion",) if t.distortion else ())
+    discover = bool(t.assignment_loss or t.code_colour_loss)
+    outputs = ("rgb", "codes", "interlevel") + (("distortion",) if t.distortion else ()) + (("depth",) if discover else ())
     terms, mses, usage, evaluated, coloured, total = [], [], [], 0, 0, 0
     for scene, (origins, directions, target) in enumerate(batches):
         out = render_rays(model, scene, origins, directions, stratified=True, generator=generator, outputs=outputs,
@@ -85,6 +87,10 @@ def training_loss(model: NRCModel, batches: list[tuple], config: NRCConfig, gene
             loss = loss + t.distortion * out["distortion"].mean()
         if "interlevel" in out:
             loss = loss + t.proposal_loss * out["interlevel"].mean()
+        if discover:
+            cross_entropy, colour = assignment_terms(model, scene, origins, directions, target, out["depth"],
+                                                     with_colour=bool(t.code_colour_loss))
+            loss = loss + t.assignment_loss * cross_entropy + t.code_colour_loss * colour
         terms.append(loss)
         mses.append(mse)
         share = out["codes"].detach().sum(0)

@@ -112,7 +112,10 @@ def test_cli_synth_family_and_fit_on_several_scenes(tmp_path, capsys):
     assert capsys.readouterr().out.count("synthetic room:") == 2
     rooms = [str(tmp_path / "fam" / f"room_{k}") for k in range(2)]
     assert main(["nrc", "fit", *rooms, "--out", str(tmp_path / "run"), "--preset", "tiny", "--steps", "2",
-                 "--batch-rays", "64", "--height", "16", "--device", "cpu", "--seconds", "0"]) == 0
+                 "--batch-rays", "64", "--height", "16", "--device", "cpu", "--seconds", "0", "--objects"]) == 0
     assert "nrc fit: step 2/2" in capsys.readouterr().out
+    from nrc.checkpoint import read_config
+    saved = read_config(tmp_path / "run")
+    assert saved.model.colour_variation == "brightness" and saved.train.assignment_loss > 0
     assert main(["synth", "--out", str(tmp_path / "bad"), "--types", "2", "--objects", "3"]) == 2
     assert "at most one object per type" in capsys.readouterr().err

@@ -1,0 +1,111 @@
+"""Object discovery (nrc.assignment): codes with one shaded colour, the E step's targets and
+pull, the M step, and objects mode's config."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nrc.assignment import assignment_terms, code_colours, matching_error
+from nrc.config import NRCConfig, SceneFrame, objects_mode, preset
+from nrc.field import SHADE_OCTAVES, NRCModel
+
+torch.set_num_threads(2)
+
+
+def objects_model(seed: int = 0) -> NRCModel:
+    torch.manual_seed(seed)
+    config = objects_mode(preset("tiny"))
+    config.model.hashgrid.n_levels = 4
+    config.scenes = [SceneFrame("test", [0.0, 0.0, 0.0], 2.0)]
+    return NRCModel(config, backend="torch")
+
+
+def test_matching_picks_the_hue_not_the_shade():
+    grey, red, green = (0.5, 0.5, 0.5), (0.8, 0.2, 0.2), (0.2, 0.7, 0.3)
+    colours = torch.tensor([grey, red, green]).repeat_interleave(4, 0).reshape(3, 4, 3)
+    # a dark red, a bright grey, a dark green and a red 4x darker than the red code (within 8x)
+    target = torch.tensor([(0.4, 0.1, 0.1), (0.95, 0.95, 0.95), (0.05, 0.175, 0.075), (0.2, 0.05, 0.05)])
+    error = matching_error(colours, target)
+    assert error.shape == (4, 3)
+    assert error.argmin(1).tolist() == [1, 0, 2, 1]
+    assert float(error[3, 1]) < 1e-10  # a shade of the code's colour matches it exactly
+    # beyond the octaves the shade is clamped: a red 64x darker than the code is not matched exactly
+    assert float(matching_error(colours[:, :1], torch.tensor([(0.8, 0.2, 0.2)]) / 64)[0, 1]) > 1e-6
+
+
+def test_brightness_variation_only_shades_a_code():
+    """With colour_variation "brightness" the colour MLP reads the code alone and the variation
+    scales its colour by 2^(octaves v): one code, one hue."""
+    model = objects_model()
+    decoder = model.decoder
+    assert decoder.color_mlp[0].in_features == decoder.geo_dim
+    table = decoder.code_table(model.codebook.codes[:-1])
+    geo = table[2:3, 1:].repeat(5, 1)
+    v = torch.tensor([-1.0, -0.5, 0.0, 0.3, 0.6])[:, None]
+    d = torch.nn.functional.normalize(torch.ones(5, 3), dim=-1)
+    base = decoder.code_colour(geo, d)
+    shaded = decoder.color(torch.cat([geo, v], -1), d)
+    torch.testing.assert_close(shaded, (base * torch.exp2(SHADE_OCTAVES * v)).clamp(max=1.0))
+    unclamped = shaded.max(1).values < 1.0
+    chroma = shaded / shaded.sum(1, keepdim=True)
+    torch.testing.assert_close(chroma[unclamped], chroma[unclamped][:1].expand(int(unclamped.sum()), 3))
+    torch.testing.assert_close(code_colours(model, d)[2], base)
+
+
+def test_e_step_pulls_points_to_the_code_that_explains_their_pixel():
+    """Pixels painted in code k's colour: a few steps on the cross-entropy alone move their
+    surface points' nearest code to k; the M step's error falls when it trains the decoder."""
+    model = objects_model(1)
+    model.train()
+    g = torch.Generator().manual_seed(0)
+    n = 256
+    origins = torch.zeros(n, 3)
+    directions = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=-1)
+    depth = torch.full((n,), 1.5)
+    wanted = torch.randint(0, model.codebook.n_codes, (n,), generator=g)
+    with torch.no_grad():
+        target = code_colours(model, directions)[wanted, torch.arange(n)] * 0.5  # a shade of it
+
+    def nearest() -> torch.Tensor:
+        encoder = model.encoders[0]
+        features, _ = encoder(encoder.normalise(origins + directions * depth[:, None]))
+        from nrc.codebook import assignment_logits
+        book = model.codebook
+        return assignment_logits(features, book.codes, book.log_gates(), book.temperature)[:, :-1].argmax(1)
+
+    before = float((nearest() == wanted).float().mean())
+    optimizer = torch.optim.Adam(model.encoders.parameters(), lr=1e-2)
+    for _ in range(60):
+        optimizer.zero_grad()
+        cross_entropy, colour = assignment_terms(model, 0, origins, directions, target, depth, with_colour=False)
+        assert float(colour) == 0.0
+        cross_entropy.backward()
+        optimizer.step()
+    after = float((nearest() == wanted).float().mean())
+    assert after > 0.9 and after > before + 0.3, (before, after)
+
+    target = torch.rand(n, 3, generator=g) * 0.6 + 0.2  # colours no code has yet
+    optimizer = torch.optim.Adam(model.decoder.parameters(), lr=1e-2)
+    errors = []
+    for _ in range(40):
+        optimizer.zero_grad()
+        _, colour = assignment_terms(model, 0, origins, directions, target, depth)
+        colour.backward()
+        optimizer.step()
+        errors.append(float(colour.detach()))
+    assert errors[-1] < 0.5 * errors[0], errors
+
+
+def test_objects_mode_config_round_trips_and_old_runs_keep_their_architecture():
+    config = objects_mode(preset("tiny"))
+    assert NRCConfig.from_dict(config.to_dict()) == config
+    assert config.architecture()["model"]["colour_variation"] == "brightness"
+    plain = preset("tiny")
+    assert "colour_variation" not in plain.architecture()["model"]  # as runs saved before it existed
+    saved = config.to_dict()
+    saved["model"]["colour_variation"] = "mlp"
+    with pytest.raises(ValueError, match="need model.colour_variation 'brightness'"):
+        NRCConfig.from_dict(saved)
+    saved["model"]["colour_variation"] = "hue"
+    with pytest.raises(ValueError, match="must be 'mlp' or 'brightness'"):
+        NRCConfig.from_dict(saved)
