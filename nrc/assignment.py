@@ -16,9 +16,10 @@ Two terms make the codebook cluster what it renders, as k-means does, with
   the pixels that picked it, whether or not their points already take the code.
 
 The brightness is matched within ``MATCH_OCTAVES`` (x 1/8 .. 8: shading and a texture's dark and
-light parts), wider than rendering's 2^[-1, 1], so a hue and not a shade picks the code. On the
+light parts), wider than rendering's 2^[-2, 2], so a hue and not a shade picks the code. On the
 coloured family (bench/nrc_objects.py --quick --coloured, seeds 0-2) K=8 reaches FG-ARI
-0.46/0.58/0.38 against 0.27/0.37/0.34 with the photometric loss alone. Chosen while building
+0.58/0.60/0.28 against 0.27/0.37/0.34 with the photometric loss alone, and 0.17 with shaded codes
+but without these two steps (seed 0; its "no E/M steps" row). Chosen while building
 it, one seed each (a prototype whose colour MLP also read a zeroed input): 1 octave 0.45, 5
 octaves 0.41; no M step 0.41; pruning on 0.15 (it closes the small objects' codes first).
 """

@@ -45,7 +45,7 @@ class ModelConfig:
     density_variation: float = 1.0
     # What the colour variation does: "mlp", its numbers enter the colour MLP beside the code (one
     # number traces a curve through colour space, so one code can paint several hues); "brightness",
-    # a code has one colour and its first number only scales it (x 2^[-1, 1]: shading), so a hue
+    # a code has one colour and its first number only scales it (x 2^[-2, 2]: shading), so a hue
     # needs its own code - what object discovery (nrc.assignment) rests on.
     colour_variation: str = "mlp"
     view_dependence: float = 0.3  # bound of the view-dependent colour logit (0: Lambertian)
@@ -256,9 +256,10 @@ def objects_mode(config: NRCConfig) -> NRCConfig:
     """``config`` set up to discover objects (``odin nrc fit --objects``; nrc.assignment): one
     colour per code, shaded; the E and M steps; no pruning by photometric cost (it closed the codes
     of small objects first: FG-ARI 0.15 with it, 0.67 without, one seed of the prototype on the
-    coloured 3-room family). Not the default: on that family it costs 1 dB of held-out PSNR and
-    doubles the depth error (bench/nrc_objects.py --quick --coloured: K=8 29.32 dB, depth 0.49;
-    "photometric" 30.31 dB, 0.24)."""
+    coloured 3-room family). Not the default: on that family it costs 0.5 dB of held-out PSNR and
+    doubles the depth error (bench/nrc_objects.py --quick --coloured: K=8 29.80 dB, depth 0.50;
+    "photometric" 30.31 dB, 0.24), while on the textured family it gains 0.6 dB (30.48 vs 29.86),
+    and it is not yet measured on real scenes, where one shaded colour per code may need many codes."""
     config.model.colour_variation = "brightness"
     config.train.assignment_loss, config.train.code_colour_loss = 1e-3, 0.3
     config.train.code_prune_tolerance = 0.0
