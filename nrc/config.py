@@ -37,7 +37,8 @@ class ModelConfig:
     # change at texture frequency (it follows regions) and the variation reads every level instead.
     # Not the presets' default: on the 3-room family 3 levels gave FG-ARI 0.25 (0.11 with all levels)
     # at the same PSNR in one build and 0.11 (0.09) in the next, which differed only in float
-    # rounding, and K=1 came within 1.3-1.8 dB of K=8 (bench/nrc_objects.py --quick, "3 code levels", a row of that bench until objects mode).
+    # rounding, and K=1 came within 1.3-1.8 dB of K=8 (bench/nrc_objects.py --quick, "3 code levels",
+    # a row of that bench until objects mode).
     code_levels: int | None = None
     # The variation bottleneck (nrc.codebook): per-point numbers in [-1, 1] that reach the decoder
     # besides the code; 0 = none (the ablation). Density's is one number, scaled to e-folds.
