@@ -257,11 +257,11 @@ def objects_mode(config: NRCConfig) -> NRCConfig:
     """``config`` set up to discover objects (``odin nrc fit --objects``; nrc.assignment): one
     colour per code, shaded; the E and M steps; no pruning by photometric cost (it closed the codes
     of small objects first: FG-ARI 0.15 with it, 0.67 without, one seed of the prototype on the
-    coloured 3-room family). Not the default: on that family it costs 0.5 dB of held-out PSNR and
-    doubles the depth error (bench/nrc_objects.py --quick --coloured: K=8 29.80 dB, depth 0.50;
-    "photometric" 30.31 dB, 0.24), while on the textured family it gains 0.6 dB (30.48 vs 29.86),
-    and on fern (cpu preset, 128 px) it costs 2.3 dB and a fifth of the rays/s (README)."""
+    coloured 3-room family). Not the default: on that family (bench/nrc_objects.py --quick
+    --coloured) it costs 1.0 dB of held-out PSNR (K=8 29.34 dB, "photometric" 30.31) for FG-ARI
+    0.77 against 0.27; on the textured family 2.0 dB (27.85 vs 29.86) and a depth error of 0.83
+    against 0.49, for FG-ARI 0.35 against 0.12; on fern see README."""
     config.model.colour_variation = "brightness"
-    config.train.assignment_loss, config.train.code_colour_loss = 1e-3, 0.3
+    config.train.assignment_loss, config.train.code_colour_loss = 3e-2, 0.3
     config.train.code_prune_tolerance = 0.0
     return config

@@ -147,10 +147,18 @@ class Decoder(nn.Module):
     def __init__(self, model: ModelConfig):
         super().__init__()
         self.density_mlp = _mlp([model.code_dim, model.decoder_hidden, 1 + model.geo_dim])
-        # "brightness": the colour MLP reads the code alone; the variation's first colour number shades it.
+        # "brightness": each code's colour is its own three logits (columns of the code table) and
+        # the variation's first colour number shades it; "mlp": a colour MLP of geometry + variation.
+        # Not a colour MLP of the code there: the M step then moved code vectors, and with them
+        # density and assignment, to change a colour (bench/nrc_objects.py --quick --coloured, E step
+        # 3e-2, seeds 0-2: FG-ARI 0.59/0.58/0.35 and depth error 0.8-0.9 with the MLP, 0.77/0.83/0.82
+        # and 0.25-0.30 with the logits; textured family, seed 0: 0.33 and 0.35).
         self.shaded = model.colour_variation == "brightness"
-        colour_inputs = model.geo_dim + (0 if self.shaded else model.variation_dim)
-        self.color_mlp = _mlp([colour_inputs, model.color_hidden, model.color_hidden, 3])
+        if self.shaded:
+            self.code_rgb = nn.Parameter(torch.randn(model.n_codes, 3))
+            self.color_mlp = None
+        else:
+            self.color_mlp = _mlp([model.geo_dim + model.variation_dim, model.color_hidden, model.color_hidden, 3])
         # View dependence is a bounded, per-code SH offset: seen from inside a room the view
         # direction tells which wall a ray hits, and a free direction input let one code paint
         # every wall (K=1 within 1 dB of K=8 with it).
@@ -159,9 +167,15 @@ class Decoder(nn.Module):
         self.view_dependence = model.view_dependence
         self.density_variation = model.density_variation
 
+    @property
+    def code_width(self) -> int:
+        """Columns of a code's row that the colour reads: geometry features (+ 3 colour logits)."""
+        return self.geo_dim + (3 if self.shaded else 0)
+
     def code_table(self, codes: torch.Tensor) -> torch.Tensor:
-        """(K, 1 + geo_dim): density logit and geometry features of each surface code."""
-        return self.density_mlp(codes)
+        """(K, 1 + code_width): density logit, geometry features (and colour logits) of each surface code."""
+        table = self.density_mlp(codes)
+        return torch.cat([table, self.code_rgb.to(table.dtype)], -1) if self.shaded else table
 
     @staticmethod
     def code_density(table: torch.Tensor) -> torch.Tensor:
@@ -190,15 +204,16 @@ class Decoder(nn.Module):
         """Colour of points (N, 3) from their colour-MLP input ``geo`` and unit view ``directions``:
         one per point, or one per ray with ``rays`` (N,) the ray of each point, so the SH basis
         and its share of the view head are computed per ray (a ray's samples share them)."""
-        if not self.shaded or geo.shape[-1] == self.geo_dim:
+        width = self.code_width
+        if not self.shaded or geo.shape[-1] == width:
             return self.code_colour(geo, directions, rays)
-        shade = torch.exp2(SHADE_OCTAVES * geo[:, self.geo_dim:self.geo_dim + 1].float())
-        return (self.code_colour(geo[:, :self.geo_dim], directions, rays) * shade).clamp(max=1.0)
+        shade = torch.exp2(SHADE_OCTAVES * geo[:, width:width + 1].float())
+        return (self.code_colour(geo[:, :width], directions, rays) * shade).clamp(max=1.0)
 
     def code_colour(self, geo: torch.Tensor, directions: torch.Tensor, rays: torch.Tensor | None = None) -> torch.Tensor:
         """:meth:`color` before shading: with ``colour_variation`` "brightness", the one colour a
         code (``geo`` without the variation) has from these directions."""
-        logit = self.color_mlp(geo).float()
+        logit = (geo[:, self.geo_dim:self.code_width] if self.shaded else self.color_mlp(geo)).float()
         if self.view_dependence:
             # view_head(cat([geo, sh])) split into its two blocks: no (N, geo_dim + 9) concatenation.
             w, b = self.view_head.weight, self.view_head.bias
