@@ -142,7 +142,8 @@ class Decoder(nn.Module):
     The density MLP reads the codes, not the points: it is evaluated once per code (a (K, .)
     table) and each point takes its code's row, so density and geometry are the code's. The
     only per-point signal is the codebook's bounded variation: ``density_variation`` e-folds
-    of density (one number) and ``variation_dim`` numbers into the colour MLP."""
+    of density (one number) and ``variation_dim`` numbers into the colour MLP ("mlp") or, with
+    ``colour_variation`` "brightness", one number that shades the code's own colour."""
 
     def __init__(self, model: ModelConfig):
         super().__init__()
@@ -231,7 +232,7 @@ class FieldOutput:
     sigma: torch.Tensor  # (N,) density per scene radius
     rgb: torch.Tensor | None  # (N, 3) in [0, 1]
     assignment: Assignment
-    geo: torch.Tensor | None = None  # (N, geo_dim + variation_dim) what the colour MLP reads (``decoder.color``)
+    geo: torch.Tensor | None = None  # (N, code_width + variation_dim) what ``decoder.color`` reads
 
 
 class NRCModel(nn.Module):
