@@ -1,5 +1,6 @@
 """Held-out evaluation of a run: PSNR, SSIM, and on synthetic worlds depth error, ARI and
-FG-ARI of the code segmentation against the ground-truth object ids, and over the rooms of a
+FG-ARI of the code segmentation against the ground-truth object ids, the PSNR of the object
+pixels alone (where codes that tell objects apart show: objects are a few % of a room's pixels), and over the rooms of a
 synthetic family the cross-scene consistency of the codes; JSON + PNG panels (per view: GT |
 render | depth | ids | codes, and GT ids | code argmax | each code's weight map).
 
@@ -59,6 +60,8 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None, device:
                 ids, seg = view.ids[mask], out["segmentation"][mask]
                 row["ari"] = adjusted_rand_index(ids, seg)
                 row["fg_ari"] = foreground_ari(ids, seg)
+                objects = mask & (view.ids > 0)
+                row["object_psnr"] = psnr(out["rgb"], view.rgb, objects) if objects.any() else float("nan")
                 images += [colorize_labels(view.ids), colorize_labels(out["segmentation"])]
                 labels += ["GT ids", "codes"]
                 scene_ids.append(ids), scene_seg.append(seg)
