@@ -86,7 +86,7 @@ def run_row(name: str, config: NRCConfig, worlds, out: Path, device: str) -> dic
     from nrc.evaluate import evaluate_run
     from nrc.trainer import fit
 
-    run = out / name.replace(" ", "_").replace("=", "")
+    run = out / name.replace(" ", "_").replace("=", "").replace("/", "_")
     start = time.perf_counter()
     fit([w.root for w in worlds], run, config, device=device, progress=False)
     fit_s = time.perf_counter() - start

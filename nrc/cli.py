@@ -34,7 +34,7 @@ def register(subparsers) -> None:
     fit.add_argument("--codes", type=ac.positive_int, help="codebook size K (an upper bound: codes that do not pay their way are pruned)")
     fit.add_argument("--objects", action="store_true",
                      help="discover objects: one shaded colour per code, codes assigned by what they render "
-                          "(nrc.assignment; codes that follow objects, at a cost in PSNR: 3.9 dB on fern, see README)")
+                          "(nrc.assignment; codes that follow objects, at a cost in PSNR: 4.3 dB on fern, see README)")
     fit.add_argument("--height", type=ac.int_at_least(4), help="image height to train at (images are resized)")
     fit.add_argument("--scene-radius", type=ac.positive_float, help="foreground radius in world units (default: from the sparse "
                      "points or the cameras' viewing rays, see nrc/framing.py)")

@@ -152,8 +152,8 @@ class Decoder(nn.Module):
         # the variation's first colour number shades it; "mlp": a colour MLP of geometry + variation.
         # Not a colour MLP of the code there: the M step then moved code vectors, and with them
         # density and assignment, to change a colour (bench/nrc_objects.py --quick --coloured, E step
-        # 3e-2, seeds 0-2: FG-ARI 0.59/0.58/0.35 and depth error 0.8-0.9 with the MLP, 0.77/0.83/0.82
-        # and 0.25-0.30 with the logits; textured family, seed 0: 0.33 and 0.35).
+        # 3e-2, before the density floor, seeds 0-2: FG-ARI 0.59/0.58/0.35 and depth error 0.8-0.9
+        # with the MLP, 0.77/0.83/0.82 and 0.25-0.30 with the logits; textured, seed 0: 0.33, 0.35).
         self.shaded = model.colour_variation == "brightness"
         if self.shaded:
             self.code_rgb = nn.Parameter(torch.randn(model.n_codes, 3))
@@ -167,6 +167,7 @@ class Decoder(nn.Module):
         self.geo_dim = model.geo_dim
         self.view_dependence = model.view_dependence
         self.density_variation = model.density_variation
+        self.surface_density_floor = model.surface_density_floor
 
     @property
     def code_width(self) -> int:
@@ -178,12 +179,12 @@ class Decoder(nn.Module):
         table = self.density_mlp(codes)
         return torch.cat([table, self.code_rgb.to(table.dtype)], -1) if self.shaded else table
 
-    @staticmethod
-    def code_density(table: torch.Tensor) -> torch.Tensor:
-        """(K,) density of each surface code from its ``code_table`` row. +1: about one e-folding
-        of opacity per scene radius at the start, so the first gradients reach the foreground
-        instead of painting colour on the far shell."""
-        return trunc_exp(table[:, 0].float() + 1.0)
+    def code_density(self, table: torch.Tensor) -> torch.Tensor:
+        """(K,) density of each surface code from its ``code_table`` row, at least
+        ``surface_density_floor``. +1: about one e-folding of opacity per scene radius at the
+        start, so the first gradients reach the foreground instead of painting colour on the far
+        shell."""
+        return trunc_exp(table[:, 0].float() + 1.0) + self.surface_density_floor
 
     def density(self, assignment: Assignment, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(sigma (N,), colour-MLP input (N, geo_dim + variation_dim)) of points with this assignment.

@@ -102,6 +102,8 @@ def test_objects_mode_config_round_trips_and_old_runs_keep_their_architecture():
     assert config.architecture()["model"]["colour_variation"] == "brightness"
     plain = preset("tiny")
     assert "colour_variation" not in plain.architecture()["model"]  # as runs saved before it existed
+    assert "surface_density_floor" not in plain.architecture()["model"]
+    assert config.architecture()["model"]["surface_density_floor"] > 0
     saved = config.to_dict()
     saved["model"]["colour_variation"] = "mlp"
     with pytest.raises(ValueError, match="need model.colour_variation 'brightness'"):
@@ -109,3 +111,19 @@ def test_objects_mode_config_round_trips_and_old_runs_keep_their_architecture():
     saved["model"]["colour_variation"] = "hue"
     with pytest.raises(ValueError, match="must be 'mlp' or 'brightness'"):
         NRCConfig.from_dict(saved)
+
+
+def test_objects_mode_codes_are_stuff_not_fog():
+    """However low a surface code's density logit, it keeps the floor; the empty code alone is free space."""
+    model = objects_model()
+    floor = model.config.model.surface_density_floor
+    table = model.decoder.code_table(model.codebook.codes[:-1]).detach().clone()
+    table[:, 0] = torch.linspace(-40.0, 2.0, len(table))
+    density = model.decoder.code_density(table)
+    assert floor > 0 and bool((density >= floor).all())
+    assert float(density[0]) == pytest.approx(floor)
+    points = torch.rand(500, 3) - 0.5
+    out = model.query(0, points, None)
+    empty = out.assignment.empty
+    assert bool((out.sigma[~empty] >= floor * torch.exp(torch.tensor(-model.config.model.density_variation)) - 1e-5).all())
+    assert bool((out.sigma[empty] == 0).all())
