@@ -6,6 +6,11 @@ first use so that ``odin``'s command registration stays free of torch.
 """
 from __future__ import annotations
 
+# ingest's environment settings (MKL's strict reproducibility, sleeping OpenMP threads) must
+# precede torch's first matrix product: without them `from nrc.field import NRCModel` alone gave
+# different bits at 1 and 2 threads (tests/test_nrc_codebook_cpu.py run by itself).
+import ingest  # noqa: F401,E402
+
 _LAZY = {"load_run": "nrc.checkpoint", "render_view": "nrc.rendering", "fit": "nrc.trainer",
          "NRCConfig": "nrc.config", "NRCModel": "nrc.field"}
 
