@@ -1,7 +1,8 @@
 """Held-out evaluation of a run: PSNR, SSIM, and on synthetic worlds depth error, ARI and
 FG-ARI of the code segmentation against the ground-truth object ids, the PSNR of the object
-pixels alone (where codes that tell objects apart show: objects are a few % of a room's pixels), and over the rooms of a
-synthetic family the cross-scene consistency of the codes; JSON + PNG panels (per view: GT |
+pixels alone (where codes that tell objects apart show: objects are a few % of a room's
+pixels), and over the rooms of a synthetic family the cross-scene consistency of the codes;
+JSON + PNG panels (per view: GT |
 render | depth | ids | codes, and GT ids | code argmax | each code's weight map).
 
 Pixels of moving objects are excluded from every score (they were excluded from training:

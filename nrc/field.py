@@ -187,7 +187,7 @@ class Decoder(nn.Module):
         return trunc_exp(table[:, 0].float() + 1.0) + self.surface_density_floor
 
     def density(self, assignment: Assignment, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(sigma (N,), colour-MLP input (N, geo_dim + variation_dim)) of points with this assignment.
+        """(sigma (N,), what ``color`` reads (N, code_width + variation_dim)) of points with this assignment.
         Per code, then mixed by the assignment (one-hot forward, soft gradient): the empty code
         has density 0 and no geometry."""
         surface = assignment.probs[:, :-1]
