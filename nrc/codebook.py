@@ -86,7 +86,7 @@ class Codebook(nn.Module):
         # K surface codes, then the empty code. Small: the features start small too.
         self.codes = nn.Parameter(0.3 * torch.randn(n_codes + 1, code_dim))
         self.gate_logits = nn.Parameter(torch.full((n_codes,), GATE_OPEN))
-        # Codes pruned for not paying their way (nrc.trainer.prune_codes): out of every assignment,
+        # Codes pruned for not paying their way (nrc.code_upkeep.prune_codes): out of every assignment,
         # soft ones included, until a restart reopens them.
         self.register_buffer("closed", torch.zeros(n_codes, dtype=torch.bool))
         # One density number and ``variation_dim`` colour numbers; none at all with 0 (ablation).

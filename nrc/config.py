@@ -135,7 +135,7 @@ class TrainConfig:
     code_restart_every: int = 100  # re-seed unused codes on surface features this often ...
     code_restart_until: float = 0.5  # ... during this fraction of training (then pruning decides)
     # After the restarts, the open code whose loss costs least is closed for good whenever the
-    # photometric MSE rises by less than this fraction without it (0: never); nrc.trainer.prune_codes.
+    # photometric MSE rises by less than this fraction without it (0: never); nrc.code_upkeep.prune_codes.
     code_prune_tolerance: float = 0.02
     save_every: int = 250
     log_every: int = 25

@@ -282,3 +282,9 @@ class RayBank:
         u = torch.rand(n, generator=generator, dtype=torch.float64, device=generator.device).to(self._cdf.device)
         idx = torch.searchsorted(self._cdf, u).clamp_max(len(self) - 1)
         return self.origins[idx], self.directions[idx], self.rgb[idx]
+
+
+def scene_batches(banks: list[RayBank], n_rays: int, generator: torch.Generator) -> list[tuple]:
+    """A ray batch per scene, ``n_rays`` split evenly (scene-balanced, whatever the scenes' sizes)."""
+    share = max(1, n_rays // len(banks))
+    return [bank.sample(share, generator) for bank in banks]

@@ -20,9 +20,10 @@ from ingest.runlock import contents, run_lock
 from nrc import checkpoint as ckpt
 from nrc.assignment import assignment_terms
 from nrc.config import NRCConfig
-from nrc.determinism import deterministic_on_cpu
+from nrc.code_upkeep import prune_codes, restart_dead_codes
+from nrc.determinism import deterministic_on_cpu, step_generator
 from nrc.budget import Budget
-from nrc.data import RayBank, SceneData, View, auto_scene_frame, load_scene_data
+from nrc.data import RayBank, SceneData, View, auto_scene_frame, load_scene_data, scene_batches
 from nrc.field import NRCModel
 from nrc.native import load_cpu_kernels
 from nrc.plots import colorize_depth, colorize_labels, line_plot, panel, write_png
@@ -46,12 +47,6 @@ def psnr_from_mse(mse: float) -> float:
 def learning_rate(config: NRCConfig, step: int) -> float:
     t = min(step / max(1, config.train.steps), 1.0)
     return config.train.lr * config.train.lr_final_fraction ** t
-
-
-def step_generator(seed: int, step: int, device) -> torch.Generator:
-    g = torch.Generator(device=device)
-    g.manual_seed(seed * 1_000_003 + step)
-    return g
 
 
 def make_optimizer(model: NRCModel, lr: float) -> torch.optim.Adam:
@@ -103,12 +98,6 @@ def training_loss(model: NRCModel, batches: list[tuple], config: NRCConfig, gene
                                             "usage": usage}
 
 
-def scene_batches(banks: list[RayBank], n_rays: int, generator: torch.Generator) -> list[tuple]:
-    """A ray batch per scene, ``n_rays`` split evenly (scene-balanced, whatever the scenes' sizes)."""
-    share = max(1, n_rays // len(banks))
-    return [bank.sample(share, generator) for bank in banks]
-
-
 FINAL_OCCUPANCY_PASSES = 4
 
 
@@ -157,67 +146,6 @@ def estimate_occupancy_pass(model: NRCModel, config: NRCConfig, device, probe: i
         total += (time.perf_counter() - start) * encoder.occupancy.resolution ** 3 / len(points)
     model.train(was_training)
     return total
-
-
-@torch.no_grad()
-def restart_dead_codes(model: NRCModel, banks: list[RayBank], config: NRCConfig, step: int, device) -> int:
-    """Re-seed codes that (almost) no surface of any scene uses onto surface features drawn from
-    every scene (usage: the mean of the scenes' shares, as in the loss)."""
-    t = config.train
-    if step == 0 or step % t.code_restart_every or step > t.code_restart_until * t.steps:
-        return 0
-    gen = step_generator(t.seed + 13, step, device)
-    features, usage = [], []
-    model.eval()
-    for scene, (origins, directions, _) in enumerate(scene_batches(banks, min(t.batch_rays, 4096), gen)):
-        with autocast_for(device, t.mixed_precision):
-            out = render_rays(model, scene, origins, directions, outputs=("depth", "codes"))
-            encoder = model.encoders[scene]
-            surface = encoder.normalise(origins + directions * out["depth"][:, None].float())
-            features.append(encoder(surface)[0].float())
-        share = out["codes"].float().sum(0)
-        usage.append(share / share.sum().clamp_min(1e-9))
-    model.train()
-    return model.codebook.restart_dead_codes(torch.cat(features), torch.stack(usage).mean(0), gen)
-
-
-@torch.no_grad()
-def prune_codes(model: NRCModel, banks: list[RayBank], config: NRCConfig, step: int, device) -> int | None:
-    """After the restarts, every ``code_restart_every`` steps: of the open codes, close for good
-    the one whose closing raises the photometric MSE of a fixed ray batch (every scene) the
-    least, if by less than ``code_prune_tolerance`` (relative), so the number of codes is what
-    the scenes need: a code that duplicates another, or that the variation can stand in for,
-    goes. (Trying only the least-used code missed them: a rare code is often a needed one.)
-    Returns the closed code, or None."""
-    t = config.train
-    book = model.codebook
-    if (not t.code_prune_tolerance or step % t.code_restart_every or step <= t.code_restart_until * t.steps
-            or int(book.active().sum()) <= 1):
-        return None
-    batches = scene_batches(banks, min(t.batch_rays, 1024), step_generator(t.seed + 17, step, device))
-    model.eval()
-    before = _batch_error(model, batches, config, device)
-    rises = {}
-    for k in book.active().nonzero(as_tuple=True)[0].tolist():
-        book.closed[k] = True
-        rises[k] = _batch_error(model, batches, config, device) / max(before, 1e-12) - 1
-        book.closed[k] = False
-    model.train()
-    k = min(rises, key=rises.get)
-    if rises[k] >= t.code_prune_tolerance:
-        return None
-    book.closed[k] = True
-    return k
-
-
-def _batch_error(model: NRCModel, batches: list[tuple], config: NRCConfig, device) -> float:
-    """Mean over scenes of the photometric MSE of one ray batch per scene."""
-    errors = []
-    for scene, (origins, directions, target) in enumerate(batches):
-        with autocast_for(device, config.train.mixed_precision):
-            out = render_rays(model, scene, origins, directions)
-        errors.append(torch.mean((out["rgb"].float() - target) ** 2))
-    return float(torch.stack(errors).mean())
 
 
 def prepare_run(scene_paths: list[str | Path], run_dir: Path, config: NRCConfig,
