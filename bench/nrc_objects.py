@@ -14,12 +14,13 @@ dB": where a K=1 codebook that cannot tell the objects apart shows, the room bei
 frame), FG-ARI and ARI of the code argmax against the GT ids, active codes, and, over the
 rooms, cross-scene consistency (share of recurring types whose majority code is the same in
 every room) with the number of distinct majority codes beside it (one code for everything
-is "consistent" too), and the depth's absolute relative error (codes can only separate
-objects the field has put in their place). The last rows: "RGB k-means" scores k-means of the
-held-out frames' true pixel colours (k = the K=8 row's codes, all rooms together) the same way:
-what appearance alone separates, the reference for codes that follow appearance; "chroma k-means"
-the same of the colours with their brightness divided out. Segmentation panels (GT ids | code argmax |
-per-code weights) land in OUT/<row>/eval/codes_*.png. ``--quick`` (<= 15 minutes on 2 CPU cores) ends with
+is "consistent" too), and the depth's absolute relative error, over all pixels and over the
+object pixels alone ("obj depth": codes can only separate objects the field has put in their
+place). The last rows: "RGB k-means" scores k-means of the held-out frames' true pixel colours
+(k = the K=8 row's codes, all rooms together) the same way: what appearance alone separates,
+the reference for codes that follow appearance; "chroma k-means" the same of the colours with
+their brightness divided out. Segmentation panels (GT ids | code argmax | per-code weights) land
+in OUT/<row>/eval/codes_*.png. ``--quick`` (<= 15 minutes on 2 CPU cores) ends with
 
     FG-ARI K=8 <a>, K=1 <b>; held-out PSNR K=8 <p8> dB, K=1 <p1> dB; active codes <k> for <M> types; cross-scene <c>
 """
@@ -98,6 +99,7 @@ def run_row(name: str, config: NRCConfig, worlds, out: Path, device: str) -> dic
             "object_psnr": np.nanmean([m["object_psnr"] for m in means]), "fg_ari": np.nanmean([m["fg_ari"] for m in means]),
             "ari": np.mean([m["ari"] for m in means]), "active": report["active_codes"],
             "depth": np.mean([m["depth_abs_rel"] for m in means]),
+            "object_depth": np.nanmean([m["object_depth_abs_rel"] for m in means]),
             "cross": report.get("cross_scene", float("nan")),
             "distinct": len({c for m in majors for c in m.values()}) if majors else None}
 
@@ -130,7 +132,7 @@ def appearance_row(worlds, config: NRCConfig, chroma: bool = False) -> dict:
     cross, _ = cross_scene_consistency(majors)
     return {"name": "chroma k-means" if chroma else "RGB k-means", "rooms": len(worlds), "psnr": float("nan"), "baseline": float("nan"),
             "object_psnr": float("nan"), "fg_ari": float(np.nanmean(fg)), "ari": float(np.mean(ari)), "active": config.model.n_codes,
-            "depth": float("nan"), "cross": cross, "distinct": len({c for m in majors for c in m.values()})}
+            "depth": float("nan"), "object_depth": float("nan"), "cross": cross, "distinct": len({c for m in majors for c in m.values()})}
 
 
 def main() -> int:
@@ -162,13 +164,14 @@ def main() -> int:
         print(f"  {r['name']}: fitted in {r['fit_s']:.0f} s", flush=True)
     results += [appearance_row(worlds, base_config(steps, height, args.seed), chroma) for chroma in (False, True)]
     print(f"\n{'row':<14}{'rooms':>6}{'PSNR dB':>9}{'obj dB':>8}{'const dB':>9}{'FG-ARI':>8}{'ARI':>7}{'active':>7}"
-          f"{'cross':>7}{'distinct':>9}{'depth':>7}")
+          f"{'cross':>7}{'distinct':>9}{'depth':>7}{'obj depth':>10}")
     for r in results:
         distinct = "-" if r["distinct"] is None else str(r["distinct"])
-        psnr, objects, const, depth = (f"{r[k]:>{w}.2f}" if np.isfinite(r[k]) else f"{'-':>{w}}"
-                                       for k, w in (("psnr", 9), ("object_psnr", 8), ("baseline", 9), ("depth", 7)))
+        psnr, objects, const, depth, object_depth = (
+            f"{r[k]:>{w}.2f}" if np.isfinite(r[k]) else f"{'-':>{w}}"
+            for k, w in (("psnr", 9), ("object_psnr", 8), ("baseline", 9), ("depth", 7), ("object_depth", 10)))
         print(f"{r['name']:<14}{r['rooms']:>6}{psnr}{objects}{const}{r['fg_ari']:>8.3f}{r['ari']:>7.3f}"
-              f"{r['active']:>7}{r['cross']:>7.2f}{distinct:>9}{depth}")
+              f"{r['active']:>7}{r['cross']:>7.2f}{distinct:>9}{depth}{object_depth}")
     print(f"(panels: {out}/K8/eval/codes_*.png; {time.perf_counter() - start:.0f} s in all)")
     k8, k1 = results[0], results[1]
     print(f"FG-ARI K=8 {k8['fg_ari']:.3f}, K=1 {k1['fg_ari']:.3f}; held-out PSNR K=8 {k8['psnr']:.2f} dB, "

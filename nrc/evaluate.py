@@ -1,9 +1,9 @@
 """Held-out evaluation of a run: PSNR, SSIM, and on synthetic worlds depth error, ARI and
-FG-ARI of the code segmentation against the ground-truth object ids, the PSNR of the object
-pixels alone (where codes that tell objects apart show: objects are a few % of a room's
-pixels), and over the rooms of a synthetic family the cross-scene consistency of the codes;
-JSON + PNG panels (per view: GT |
-render | depth | ids | codes, and GT ids | code argmax | each code's weight map).
+FG-ARI of the code segmentation against the ground-truth object ids, the PSNR and the depth
+error of the object pixels alone (where codes that tell objects apart show: objects are a few %
+of a room's pixels; and whether the field has put the objects in their place at all), and over
+the rooms of a synthetic family the cross-scene consistency of the codes; JSON + PNG panels
+(per view: GT | render | depth | ids | codes, and GT ids | code argmax | each code's weight map).
 
 Pixels of moving objects are excluded from every score (they were excluded from training:
 a static field cannot explain them). The constant-colour baseline (every pixel = the mean
@@ -63,6 +63,9 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None, device:
                 row["fg_ari"] = foreground_ari(ids, seg)
                 objects = mask & (view.ids > 0)
                 row["object_psnr"] = psnr(out["rgb"], view.rgb, objects) if objects.any() else float("nan")
+                # Codes can only separate objects the field has put in their place.
+                row["object_depth_abs_rel"] = (depth_errors(out["depth"], view.depth, objects)["abs_rel"]
+                                               if objects.any() and view.depth is not None else float("nan"))
                 images += [colorize_labels(view.ids), colorize_labels(out["segmentation"])]
                 labels += ["GT ids", "codes"]
                 scene_ids.append(ids), scene_seg.append(seg)

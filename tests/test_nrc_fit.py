@@ -49,7 +49,7 @@ def test_fit_beats_constant_colour_and_writes_report(fitted_run):
     report = evaluate_run(fitted_run)
     mean = report["scenes"][0]["mean"]
     assert mean["psnr"] >= mean["baseline_psnr"] + 6.0, mean
-    assert {"ssim", "depth_abs_rel", "depth_rmse", "ari", "fg_ari", "object_psnr"} <= set(mean)
+    assert {"ssim", "depth_abs_rel", "depth_rmse", "ari", "fg_ari", "object_psnr", "object_depth_abs_rel"} <= set(mean)
     saved = json.loads((fitted_run / "eval" / "metrics.json").read_text())
     assert saved["scenes"][0]["n_views"] == 3  # frames 0, 8, 16 of 20 are held out
     assert saved["scenes"][0]["held_out_frames"] == [0, 8, 16]
