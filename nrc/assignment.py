@@ -75,7 +75,11 @@ a ray's opacity reaches 0.1 or 0.3 (in the ghost, not on the wall), 0.14 at 0.94
 0.57. Nor does the codes' density: its gradient kept at the floor's when a code sits there and
 should grow (one code went to 65), 0.46 at 0.82; one density for every surface code, 0.36 at
 1.35 (0.3 of each code's own: 22.55 dB); the E target only among codes at least half (or all)
-as dense as the point's own, 0.37 at 1.09 (0.14 at 0.41). A longer fit places them slowly: 4000
+as dense as the point's own, 0.37 at 1.09 (0.14 at 0.41). What paints is the E step's gradient
+into the point features; into the code vectors alone it places the objects but does not separate
+them: 0.14 at obj depth 0.20 (the features' gradient scaled by 0.1 and 0.3: 0.18 at 0.40, 0.26 at
+0.64; only on rays whose weight one code holds >= 70% or 90%: 0.20 at 1.10, 0.15 at 0.25). On
+the textured family the codes segment by painting, not by placed objects. A longer fit places them slowly: 4000
 and 8000 steps (bench/nrc_objects.py --quick --steps N, the K=8 row), FG-ARI 0.45 and 0.50, obj
 depth 0.40 and 0.28, 31.1 dB.
 """
