@@ -36,6 +36,8 @@ def deterministic_on_cpu(device):
 
 
 def step_generator(seed: int, step: int, device) -> torch.Generator:
+    """The random stream of one step, from ``(seed, step)`` alone: a run resumed at a save draws
+    what it would have drawn had it not been killed."""
     g = torch.Generator(device=device)
     g.manual_seed(seed * 1_000_003 + step)
     return g
