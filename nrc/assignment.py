@@ -17,11 +17,11 @@ Two terms make the codebook cluster what it renders, as k-means does, with
 
 The brightness is matched within ``MATCH_OCTAVES`` (x 1/8 .. 8: shading and a texture's dark and
 light parts), wider than rendering's 2^[-2, 2], so a hue and not a shade picks the code. On the
-coloured family (bench/nrc_objects.py --quick --coloured) K=8 reaches FG-ARI 0.77/0.51/0.78/0.85/0.87
+coloured family (bench/nrc_objects.py --quick --coloured) K=8 reaches FG-ARI 0.74/0.52/0.74/0.64/0.87
 (seeds 0-4), beyond what k-means of the true pixels' hues separates (0.58: the codes are
 spatially coherent too) at four seeds of five, against 0.27/0.37/0.34 with the photometric loss
-alone and 0.25 with shaded codes but without these two steps (seed 0; its "no E/M steps" row).
-On the textured family it stays short of the issue's FG-ARI 0.7 (0.39/0.54/0.33/0.07/0.33): there
+alone and 0.22 with shaded codes but without these two steps (seed 0; its "no E/M steps" row).
+On the textured family it stays short of the issue's FG-ARI 0.7 (0.37/0.56/0.45/0.09/0.41): there
 the E step paints an object's colour on the wall behind it instead of building the object, and
 the variants that place the objects no longer separate them. The weights, the octaves and every
 variant tried, with their numbers: bench/nrc_objects.md.
@@ -70,3 +70,19 @@ def assignment_terms(model, scene: int, origins: torch.Tensor, directions: torch
     cross_entropy = -log_p.gather(1, best[:, None]).mean()
     colour = error.gather(1, best[:, None]).mean() if with_colour else cross_entropy.new_zeros(())
     return cross_entropy, colour
+
+
+def most_redundant_code(error: torch.Tensor, open_codes: torch.Tensor) -> tuple[int, float]:
+    """(k, rise): of the ``open_codes`` (K,) bool, the code whose pixels (those it matches best
+    by ``matching_error`` (R, K)) the other open codes match with the least mean rise of their
+    error (0 for a code no pixel picks). The mean, not the sum: a small object with a hue of its
+    own keeps its code however few its pixels (the photometric pruning closed those first)."""
+    if int(open_codes.sum()) < 2:
+        raise ValueError("most_redundant_code needs at least two open codes")
+    values, index = error.detach().float().masked_fill(~open_codes, float("inf")).topk(2, 1, largest=False)
+    picks, rise = index[:, 0], values[:, 1] - values[:, 0]
+    count = torch.bincount(picks, minlength=len(open_codes))
+    total = torch.zeros(len(open_codes), dtype=rise.dtype, device=rise.device).index_add_(0, picks, rise)
+    mean = (total / count.clamp_min(1)).masked_fill(~open_codes, float("inf"))
+    k = int(mean.argmin())
+    return k, float(mean[k])

@@ -137,6 +137,11 @@ class TrainConfig:
     # After the restarts, the open code whose loss costs least is closed for good whenever the
     # photometric MSE rises by less than this fraction without it (0: never); nrc.code_upkeep.prune_codes.
     code_prune_tolerance: float = 0.02
+    # The same in colour, for objects mode (needs model.colour_variation "brightness"): the open code
+    # whose pixels another open code matches with a mean rise of their matching error below this
+    # is closed (nrc.assignment.most_redundant_code; 0: never). Per pixel, so a small object's hue
+    # keeps its code, which the photometric criterion closed first.
+    code_prune_colour: float = 0.0
     save_every: int = 250
     log_every: int = 25
     preview_every: int = 1000  # held-out render PNG
@@ -189,9 +194,9 @@ class NRCConfig:
 
     def __post_init__(self):
         t = self.train
-        if (t.assignment_loss or t.code_colour_loss) and self.model.colour_variation != "brightness":
-            raise ValueError("train.assignment_loss and train.code_colour_loss need model.colour_variation 'brightness' "
-                             "(a code's colour must be one colour for a pixel to pick it)")
+        if (t.assignment_loss or t.code_colour_loss or t.code_prune_colour) and self.model.colour_variation != "brightness":
+            raise ValueError("train.assignment_loss, train.code_colour_loss and train.code_prune_colour need "
+                             "model.colour_variation 'brightness' (a code's colour must be one colour for a pixel to pick it)")
 
     def architecture(self) -> dict:
         """What a checkpoint's tensors and meaning depend on (colour_variation and
@@ -262,15 +267,22 @@ PRESETS = ("gpu", "cpu", "tiny")
 
 def objects_mode(config: NRCConfig) -> NRCConfig:
     """``config`` set up to discover objects (``odin nrc fit --objects``; nrc.assignment): one
-    colour per code, shaded; the E and M steps; no pruning by photometric cost (it closed the codes
-    of small objects first: FG-ARI 0.15 with it, 0.67 without, one seed of the prototype on the
-    coloured 3-room family); a density floor under the surface codes. Not the default: on that
-    family (bench/nrc_objects.py --quick --coloured) it costs 1.1 dB of held-out PSNR (K=8 29.21
-    dB, "photometric" 30.31) for FG-ARI 0.77 against 0.27; on the textured family it gains 0.2 dB
-    (30.06 vs 29.86) and FG-ARI 0.39 against 0.12; on fern it costs 4.3 dB (README)."""
+    colour per code, shaded; the E and M steps; codes pruned in colour, not by photometric cost (it
+    closed the codes of small objects first: FG-ARI 0.15 with it, 0.67 without, one seed of the
+    prototype on the coloured 3-room family); a density floor under the surface codes. Not the
+    default: on that family (bench/nrc_objects.py --quick --coloured) it costs 1.6 dB of held-out
+    PSNR (K=8 28.75 dB, "photometric" 30.31) for FG-ARI 0.74 against 0.27; on the textured family
+    it gains 0.3 dB (30.17 vs 29.86) and FG-ARI 0.37 against 0.12; on fern it costs 4.3 dB (README,
+    measured before the pruning in colour)."""
     config.model.colour_variation = "brightness"
     config.train.assignment_loss, config.train.code_colour_loss = 3e-2, 0.3
     config.train.code_prune_tolerance = 0.0
+    # The number of codes learned in colour instead: two codes of one hue are one too many. On the
+    # families of bench/nrc_objects.py --quick (M = 4 types) its K=16 row keeps 7 codes open on the
+    # textured one and 6 on the coloured one (15, and 11 at seed 1, without it), K=8 6 and 5 (7 and
+    # 7) at FG-ARI 0.37 and 0.74 (0.39 and 0.77); a tolerance of 1e-3 closed a coloured type's code
+    # at K=8 (3 open at seeds 0 and 1). bench/nrc_objects.md.
+    config.train.code_prune_colour = 3e-4
     # Codes are stuff: without a floor every code of the textured family ended at 0.2-0.7 e-folds
     # per radius, a fog that both walls and free space could take (depth error 0.83, the objects'
     # pixels 1.1 dB worse than with K=1). Seeds 0-2, bench/nrc_objects.py --quick (textured) and

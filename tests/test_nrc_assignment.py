@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nrc.assignment import assignment_terms, code_colours, matching_error
+from nrc.assignment import assignment_terms, code_colours, matching_error, most_redundant_code
 from nrc.config import NRCConfig, SceneFrame, objects_mode, preset
 from nrc.field import SHADE_OCTAVES, NRCModel
 
@@ -127,3 +127,60 @@ def test_objects_mode_codes_are_stuff_not_fog():
     empty = out.assignment.empty
     assert bool((out.sigma[~empty] >= floor * torch.exp(torch.tensor(-model.config.model.density_variation)) - 1e-5).all())
     assert bool((out.sigma[empty] == 0).all())
+
+
+def redundant_code_reference(error: torch.Tensor, open_codes: torch.Tensor) -> tuple[int, float]:
+    """most_redundant_code written out: per open code, its pixels' mean rise to their next open code."""
+    means = {}
+    for k in open_codes.nonzero(as_tuple=True)[0].tolist():
+        rises = []
+        for row in error:
+            ranked = sorted((float(row[j]), j) for j in open_codes.nonzero(as_tuple=True)[0].tolist())
+            if ranked[0][1] == k:
+                rises.append(ranked[1][0] - ranked[0][0])
+        means[k] = sum(rises) / len(rises) if rises else 0.0
+    k = min(means, key=means.get)
+    return k, means[k]
+
+
+def test_the_redundant_code_is_a_duplicate_hue_not_a_rare_one():
+    """Colour pruning (objects mode): of two codes of one hue one goes; a code that few pixels pick
+    but that alone matches them stays (the mean rise, not the sum); matches its reference."""
+    grey, grey2, red, blue = (0.5, 0.5, 0.5), (0.505, 0.5, 0.495), (0.8, 0.2, 0.2), (0.2, 0.3, 0.8)
+    g = torch.Generator().manual_seed(0)
+    shades = lambda c, n: torch.tensor(c) * (0.5 + torch.rand(n, 1, generator=g))  # noqa: E731
+    target = torch.cat([shades(grey, 60), shades(red, 3), shades(blue, 40)]).clamp(max=1.0)
+    colours = torch.tensor([grey, red, grey2, blue])[:, None, :].expand(4, len(target), 3)
+    error = matching_error(colours, target)
+    open_codes = torch.ones(4, dtype=torch.bool)
+    k, rise = most_redundant_code(error, open_codes)
+    assert k in (0, 2) and rise < 3e-4
+    assert (k, pytest.approx(rise, abs=1e-7)) == redundant_code_reference(error, open_codes)
+    # Without the second grey: the red code's 3 pixels would cost least in total, but it stays.
+    distinct = torch.tensor([True, True, False, True])
+    values, index = error[:, distinct].topk(2, 1, largest=False)
+    totals = torch.zeros(3).index_add_(0, index[:, 0], values[:, 1] - values[:, 0])
+    assert int(totals.argmin()) == 1  # red, among (grey, red, blue)
+    k, rise = most_redundant_code(error, distinct)
+    assert k != 1 and (k, pytest.approx(rise, abs=1e-7)) == redundant_code_reference(error, distinct)
+
+
+def test_colour_pruning_closes_a_duplicate_code_during_a_fit(tiny_world):
+    from nrc.code_upkeep import prune_codes
+    from nrc.data import RayBank, load_scene_data
+
+    model = objects_model()
+    config = model.config
+    config.train.steps, config.train.code_restart_every = 100, 20
+    model.decoder.view_dependence = 0.0
+    with torch.no_grad():
+        hues = torch.tensor([(2.0, -2, -2), (2.0, -2, -2), (-2, 2.0, -2), (-2, -2, 2.0), (2.0, 2, -2), (-2, 2.0, 2),
+                             (2.0, -2, 2), (0.0, 0, 0)])
+        model.decoder.code_rgb.copy_(hues)
+    banks = [RayBank(load_scene_data(tiny_world.root, 16, 8, part="train").views)]
+    assert config.train.code_prune_colour > 0 and config.train.code_prune_tolerance == 0
+    assert prune_codes(model, banks, config, 40, "cpu") is None  # restarts still run until half-way
+    closed = prune_codes(model, banks, config, 60, "cpu")
+    assert closed in (0, 1) and bool(model.codebook.closed[closed]) and int(model.codebook.active().sum()) == 7
+    config.train.code_prune_colour = 0.0
+    assert prune_codes(model, banks, config, 80, "cpu") is None
