@@ -272,8 +272,7 @@ def objects_mode(config: NRCConfig) -> NRCConfig:
     prototype on the coloured 3-room family); a density floor under the surface codes. Not the
     default: on that family (bench/nrc_objects.py --quick --coloured) it costs 1.6 dB of held-out
     PSNR (K=8 28.75 dB, "photometric" 30.31) for FG-ARI 0.74 against 0.27; on the textured family
-    it gains 0.3 dB (30.17 vs 29.86) and FG-ARI 0.37 against 0.12; on fern it costs 4.3 dB (README,
-    measured before the pruning in colour)."""
+    it gains 0.3 dB (30.17 vs 29.86) and FG-ARI 0.37 against 0.12; on fern it costs 4.3 dB (README)."""
     config.model.colour_variation = "brightness"
     config.train.assignment_loss, config.train.code_colour_loss = 3e-2, 0.3
     config.train.code_prune_tolerance = 0.0
