@@ -58,16 +58,19 @@ def test_fit_beats_constant_colour_and_writes_report(fitted_run):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("proposal_samples", [0, 12])
-def test_resume_after_kill_continues_exactly(tiny_world, tmp_path, proposal_samples):
+@pytest.mark.parametrize("proposal_samples,objects", [(0, False), (12, False), (0, True)])
+def test_resume_after_kill_continues_exactly(tiny_world, tmp_path, proposal_samples, objects):
     from nrc.checkpoint import load_run
+    from nrc.config import objects_mode
     from nrc.trainer import fit
 
     def config():
-        c = small_config(steps=6)
+        c = objects_mode(small_config(steps=6)) if objects else small_config(steps=6)
         c.train.batch_rays, c.sampler.n_samples, c.train.save_every = 64, 16, 2
         c.sampler.proposal_samples = proposal_samples
-        c.sampler.occupancy_warmup, c.sampler.occupancy_update_every, c.train.code_restart_every = 2, 2, 3
+        # Objects mode: E and M steps, and the pruning and splitting in colour at step 4.
+        c.sampler.occupancy_warmup, c.sampler.occupancy_update_every = 2, 2
+        c.train.code_restart_every = 2 if objects else 3
         return c
 
     fit([tiny_world.root], tmp_path / "straight", config(), progress=False)
