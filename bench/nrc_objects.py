@@ -8,7 +8,7 @@ grey rooms (colour alone tells the types apart). Rows, all fitted in this proces
 (the tiny preset in objects mode, ``odin nrc fit --objects``: nrc.assignment) but the ablated
 knob: K=8 on the 3 rooms together, K=1, K=16 (more codes than 2M: does the number of open codes
 come down to what the family needs?), no variation module, no E and M steps (the codes
-shaded, pruned and split in colour, assigned by the photometric loss alone), K=8 on room 0 alone, and "photometric", K=8
+shaded, assigned by the photometric loss alone), K=8 on room 0 alone, and "photometric", K=8
 with the fit's default (the photometric loss alone, pruning). Metrics on held-out whole frames
 (every 8th capture moment, never trained on): PSNR, the PSNR of the object pixels alone ("obj
 dB": where a K=1 codebook that cannot tell the objects apart shows, the room being most of every
@@ -79,7 +79,7 @@ def rows(steps: int, height: int, seed: int = 0) -> list[tuple[str, NRCConfig, i
     k16.model.n_codes = 16
     plain = objects_mode(base_config(steps, height, seed))
     plain.model.variation_dim = 0
-    no_em = objects_mode(base_config(steps, height, seed))  # shaded codes, pruned and split in colour, but no E and M steps
+    no_em = objects_mode(base_config(steps, height, seed))  # shaded codes, but no E and M steps
     no_em.train.assignment_loss = no_em.train.code_colour_loss = 0.0
     return [("K=8", k8, N_ROOMS), ("K=1", k1, N_ROOMS), ("K=16", k16, N_ROOMS), ("no variation", plain, N_ROOMS), ("no E/M steps", no_em, N_ROOMS),
             ("K=8 one room", objects_mode(base_config(steps, height, seed)), 1),

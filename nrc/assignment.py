@@ -17,21 +17,14 @@ Two terms make the codebook cluster what it renders, as k-means does, with
 
 The brightness is matched within ``MATCH_OCTAVES`` (x 1/8 .. 8: shading and a texture's dark and
 light parts), wider than rendering's 2^[-2, 2], so a hue and not a shade picks the code. On the
-coloured family (bench/nrc_objects.py --quick --coloured) K=8 reaches FG-ARI 0.80/0.71/0.68/0.89/0.84
+coloured family (bench/nrc_objects.py --quick --coloured) K=8 reaches FG-ARI 0.74/0.52/0.74/0.64/0.87
 (seeds 0-4), beyond what k-means of the true pixels' hues separates (0.58: the codes are
-spatially coherent too) at every seed, against 0.27/0.37/0.34 with the photometric loss alone and
-0.55 with shaded codes and the splitting below but without these two steps (seed 0; its "no E/M
-steps" row). On the textured family it stays short of the issue's FG-ARI 0.7
-(0.43/0.50/0.38/0.08/0.39): there
+spatially coherent too) at four seeds of five, against 0.27/0.37/0.34 with the photometric loss
+alone and 0.22 with shaded codes but without these two steps (seed 0; its "no E/M steps" row).
+On the textured family it stays short of the issue's FG-ARI 0.7 (0.37/0.56/0.45/0.09/0.41): there
 the E step paints an object's colour on the wall behind it instead of building the object, and
 the variants that place the objects no longer separate them. The weights, the octaves and every
 variant tried, with their numbers: bench/nrc_objects.md.
-
-The number of codes is learned in colour both ways (nrc.code_upkeep): a code whose pixels another
-open code matches nearly as well is closed (:func:`most_redundant_code`), and a code whose pixels
-hold a second hue that a code of its own would match much better is split (:func:`split_candidate`):
-without the split, one code settled between two types' hues (red and yellow at seed 1) and the
-other's code died.
 """
 from __future__ import annotations
 
@@ -93,45 +86,3 @@ def most_redundant_code(error: torch.Tensor, open_codes: torch.Tensor) -> tuple[
     mean = (total / count.clamp_min(1)).masked_fill(~open_codes, float("inf"))
     k = int(mean.argmin())
     return k, float(mean[k])
-
-
-def split_candidate(error: torch.Tensor, target: torch.Tensor, open_codes: torch.Tensor, colours: torch.Tensor,
-                    min_pixels: int, octaves: float = MATCH_OCTAVES) -> tuple[int, torch.Tensor, torch.Tensor, float] | None:
-    """The hue one open code paints but should not: (k, colour (3,), wins (R,) bool, gain), or None.
-
-    Each open code's pixels (those it matches best by ``error`` (R, K)) are split in two by
-    2-means of their chromaticity (brightness-weighted, seeded at the code's own ``colours``
-    (K, 3) and at its worst-matched pixel); the far half's mean colour is the candidate. ``wins``:
-    the pixels of ``target`` (R, 3) the candidate matches better than every open code; ``gain``:
-    their mean fall of matching error, the mirror of :func:`most_redundant_code`'s rise, so a
-    candidate worth a code is one that pruning would not close. Of the candidates with at least
-    ``min_pixels`` wins, the one of largest gain."""
-    error = error.detach().float().masked_fill(~open_codes, float("inf"))
-    target = target.float()
-    own, best = error.min(1)
-    weight = target.sum(1)
-    chroma = target / weight[:, None].clamp_min(1e-3)
-    best_candidate = None
-    for k in open_codes.nonzero(as_tuple=True)[0].tolist():
-        mine = (best == k).nonzero(as_tuple=True)[0]
-        if len(mine) < 2 * min_pixels:
-            continue
-        x, w = chroma[mine], weight[mine]
-        near, far_centre = colours[k].float() / colours[k].float().sum().clamp_min(1e-3), x[own[mine].argmax()]
-        for _ in range(6):
-            far = (x - far_centre).pow(2).sum(1) < (x - near).pow(2).sum(1)
-            if bool(far.all()) or not bool(far.any()):
-                break
-            near = (x[~far] * w[~far, None]).sum(0) / w[~far].sum().clamp_min(1e-6)
-            far_centre = (x[far] * w[far, None]).sum(0) / w[far].sum().clamp_min(1e-6)
-        if int(far.sum()) < min_pixels:
-            continue
-        colour = target[mine[far]].mean(0).clamp(0.02, 0.98)
-        candidate_error = matching_error(colour.expand(1, len(target), 3), target, octaves)[:, 0]
-        wins = candidate_error < own
-        if int(wins.sum()) < min_pixels:
-            continue
-        gain = float((own[wins] - candidate_error[wins]).mean())
-        if best_candidate is None or gain > best_candidate[3]:
-            best_candidate = (k, colour, wins, gain)
-    return best_candidate

@@ -1,16 +1,14 @@
 """Keeping the codebook's codes useful while fitting: dead codes restarted on features of every
-scene, codes that do not pay their way closed (``train.code_prune_tolerance``; in colour,
-``train.code_prune_colour``) and, in colour, codes that paint two hues split
-(``train.code_split_colour``)."""
+scene, and codes that do not pay their way closed (``train.code_prune_tolerance``; in colour,
+``train.code_prune_colour``)."""
 from __future__ import annotations
 
 import torch
 
-from nrc.assignment import MATCH_OCTAVES, code_colours, matching_error, most_redundant_code, split_candidate
+from nrc.assignment import MATCH_OCTAVES, code_colours, matching_error, most_redundant_code
 from nrc.config import NRCConfig
 from nrc.data import RayBank, scene_batches
 from nrc.determinism import step_generator
-from nrc.codebook import GATE_OPEN
 from nrc.field import NRCModel
 from nrc.rendering import autocast_for, render_rays
 
@@ -76,56 +74,6 @@ def prune_codes(model: NRCModel, banks: list[RayBank], config: NRCConfig, step: 
     if rises[k] >= t.code_prune_tolerance:
         return None
     book.closed[k] = True
-    return k
-
-
-# Splits judge a larger batch than the pruning (colours only, no render): a small object's hue
-# needs SPLIT_MIN_PIXELS pixels that its own code would match better before it gets one.
-SPLIT_BATCH_RAYS, SPLIT_MIN_PIXELS = 8192, 20
-SPLIT_UNTIL = 0.9  # of training: the last split code still has steps to take its points
-
-
-@torch.no_grad()
-def split_codes(model: NRCModel, banks: list[RayBank], config: NRCConfig, step: int, device) -> int | None:
-    """After the restarts, every ``code_restart_every`` steps until ``SPLIT_UNTIL`` of training:
-    where an open code's pixels hold a second hue (nrc.assignment.split_candidate) that a code of
-    its own would match with a mean fall of matching error of at least ``code_split_colour``, a
-    closed code is reopened with that colour, at the mean feature of the surface points of the
-    pixels it wins (every scene), so the E step can move them. Returns the reopened code, or None."""
-    t = config.train
-    book = model.codebook
-    if (not t.code_split_colour or step % t.code_restart_every or step <= t.code_restart_until * t.steps
-            or step > SPLIT_UNTIL * t.steps):
-        return None
-    spare = (~book.active()).nonzero(as_tuple=True)[0]
-    if len(spare) == 0:
-        return None
-    batches = scene_batches(banks, SPLIT_BATCH_RAYS, step_generator(t.seed + 19, step, device))
-    directions, target = torch.cat([b[1] for b in batches]), torch.cat([b[2] for b in batches]).float()
-    octaves = MATCH_OCTAVES if book.variation is not None else 0.0
-    colours = torch.sigmoid(model.decoder.code_rgb.float())
-    found = split_candidate(matching_error(code_colours(model, directions), target, octaves), target, book.active(),
-                            colours, SPLIT_MIN_PIXELS, octaves)
-    if found is None or found[3] < t.code_split_colour:
-        return None
-    _, colour, wins, _ = found
-    features, start = [], 0
-    model.eval()
-    for scene, (origins, scene_directions, _) in enumerate(batches):
-        mine = wins[start:start + len(origins)]
-        start += len(origins)
-        if bool(mine.any()):
-            o, d = origins[mine], scene_directions[mine]
-            with autocast_for(device, t.mixed_precision):
-                depth = render_rays(model, scene, o, d, outputs=("depth",))["depth"].float()
-                encoder = model.encoders[scene]
-                features.append(encoder(encoder.normalise(o + d * depth[:, None]))[0].float())
-    model.train()
-    k = int(spare[0])
-    book.codes[k] = torch.cat(features).mean(0).to(book.codes.dtype)
-    model.decoder.code_rgb[k] = torch.logit(colour).to(model.decoder.code_rgb.dtype)
-    book.gate_logits[k] = GATE_OPEN
-    book.closed[k] = False
     return k
 
 

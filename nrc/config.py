@@ -142,10 +142,6 @@ class TrainConfig:
     # is closed (nrc.assignment.most_redundant_code; 0: never). Per pixel, so a small object's hue
     # keeps its code, which the photometric criterion closed first.
     code_prune_colour: float = 0.0
-    # Its mirror (needs "brightness" too): a code whose pixels hold a second hue that a code of its
-    # own would match with a mean fall of matching error of at least this is split, into a closed
-    # code reopened (nrc.assignment.split_candidate, nrc.code_upkeep.split_codes; 0: never).
-    code_split_colour: float = 0.0
     save_every: int = 250
     log_every: int = 25
     preview_every: int = 1000  # held-out render PNG
@@ -198,10 +194,8 @@ class NRCConfig:
 
     def __post_init__(self):
         t = self.train
-        if (t.assignment_loss or t.code_colour_loss or t.code_prune_colour or t.code_split_colour) \
-                and self.model.colour_variation != "brightness":
-            raise ValueError("train.assignment_loss, train.code_colour_loss, train.code_prune_colour and "
-                             "train.code_split_colour need "
+        if (t.assignment_loss or t.code_colour_loss or t.code_prune_colour) and self.model.colour_variation != "brightness":
+            raise ValueError("train.assignment_loss, train.code_colour_loss and train.code_prune_colour need "
                              "model.colour_variation 'brightness' (a code's colour must be one colour for a pixel to pick it)")
 
     def architecture(self) -> dict:
@@ -276,23 +270,18 @@ def objects_mode(config: NRCConfig) -> NRCConfig:
     colour per code, shaded; the E and M steps; codes pruned in colour, not by photometric cost (it
     closed the codes of small objects first: FG-ARI 0.15 with it, 0.67 without, one seed of the
     prototype on the coloured 3-room family); a density floor under the surface codes. Not the
-    default: on that family (bench/nrc_objects.py --quick --coloured) it costs 1.5 dB of held-out
-    PSNR (K=8 28.79 dB, "photometric" 30.31) for FG-ARI 0.80 against 0.27; on the textured family
-    it gains 0.1 dB (29.93 vs 29.86) and FG-ARI 0.43 against 0.12; on fern it costs 4.3 dB (README)."""
+    default: on that family (bench/nrc_objects.py --quick --coloured) it costs 1.6 dB of held-out
+    PSNR (K=8 28.75 dB, "photometric" 30.31) for FG-ARI 0.74 against 0.27; on the textured family
+    it gains 0.3 dB (30.17 vs 29.86) and FG-ARI 0.37 against 0.12; on fern it costs 4.3 dB (README)."""
     config.model.colour_variation = "brightness"
     config.train.assignment_loss, config.train.code_colour_loss = 3e-2, 0.3
     config.train.code_prune_tolerance = 0.0
     # The number of codes learned in colour instead: two codes of one hue are one too many. On the
-    # families of bench/nrc_objects.py --quick (M = 4 types), before the splitting below, its K=16
-    # row kept 7 codes open on the textured one and 6 on the coloured one (15, and 11 at seed 1,
-    # without it), K=8 6 and 5 (7 and 7) at FG-ARI 0.37 and 0.74 (0.39 and 0.77); a tolerance of
-    # 1e-3 closed a coloured type's code at K=8 (3 open at seeds 0 and 1). bench/nrc_objects.md.
+    # families of bench/nrc_objects.py --quick (M = 4 types) its K=16 row keeps 7 codes open on the
+    # textured one and 6 on the coloured one (15, and 11 at seed 1, without it), K=8 6 and 5 (7 and
+    # 7) at FG-ARI 0.37 and 0.74 (0.39 and 0.77); a tolerance of 1e-3 closed a coloured type's code
+    # at K=8 (3 open at seeds 0 and 1). bench/nrc_objects.md.
     config.train.code_prune_colour = 3e-4
-    # And split in colour: without it one code settled between two types' hues and the other's
-    # code died (coloured family, seed 1: red and yellow on one code). With it, K=8 FG-ARI over
-    # seeds 0-4: coloured mean 0.79 (0.70 without), textured 0.35 (0.37); 8e-3 about the same
-    # (coloured 0.78; textured seeds 0-2 within 0.01). bench/nrc_objects.md.
-    config.train.code_split_colour = 3e-3
     # Codes are stuff: without a floor every code of the textured family ended at 0.2-0.7 e-folds
     # per radius, a fog that both walls and free space could take (depth error 0.83, the objects'
     # pixels 1.1 dB worse than with K=1). Seeds 0-2, bench/nrc_objects.py --quick (textured) and

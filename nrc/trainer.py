@@ -20,7 +20,7 @@ from ingest.runlock import contents, run_lock
 from nrc import checkpoint as ckpt
 from nrc.assignment import assignment_terms
 from nrc.config import NRCConfig
-from nrc.code_upkeep import prune_codes, restart_dead_codes, split_codes
+from nrc.code_upkeep import prune_codes, restart_dead_codes
 from nrc.determinism import deterministic_on_cpu, step_generator
 from nrc.budget import Budget
 from nrc.data import RayBank, SceneData, View, auto_scene_frame, load_scene_data, scene_batches
@@ -274,7 +274,6 @@ def _fit(scene_paths: list[str | Path], run_dir: str | Path, config: NRCConfig, 
         step_start = time.perf_counter()
         restart_dead_codes(model, banks, config, step, device)
         prune_codes(model, banks, config, step, device)
-        split_codes(model, banks, config, step, device)
         gen = step_generator(t.seed, step, device)
         with autocast_for(device, t.mixed_precision):
             loss, mse, work = training_loss(model, scene_batches(banks, t.batch_rays, gen), config, gen)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nrc.assignment import assignment_terms, code_colours, matching_error, most_redundant_code, split_candidate
+from nrc.assignment import assignment_terms, code_colours, matching_error, most_redundant_code
 from nrc.config import NRCConfig, SceneFrame, objects_mode, preset
 from nrc.field import SHADE_OCTAVES, NRCModel
 
@@ -184,53 +184,3 @@ def test_colour_pruning_closes_a_duplicate_code_during_a_fit(tiny_world):
     assert closed in (0, 1) and bool(model.codebook.closed[closed]) and int(model.codebook.active().sum()) == 7
     config.train.code_prune_colour = 0.0
     assert prune_codes(model, banks, config, 80, "cpu") is None
-
-
-def test_the_split_candidate_is_the_second_hue_a_code_paints():
-    """Colour splitting (objects mode): a code settled between red and yellow paints both; the
-    candidate is one of the two hues, its gain the mean fall of the pixels it wins; a code with
-    one hue has no candidate worth a code."""
-    grey, orange, red, yellow = (0.5, 0.5, 0.5), (0.9, 0.55, 0.2), (0.9, 0.2, 0.2), (0.9, 0.85, 0.2)
-    g = torch.Generator().manual_seed(0)
-    shades = lambda c, n: torch.tensor(c) * (0.4 + 0.6 * torch.rand(n, 1, generator=g))  # noqa: E731
-    target = torch.cat([shades(grey, 80), shades(red, 40), shades(yellow, 40)])
-    colours = torch.tensor([grey, orange, red, yellow])
-    error = matching_error(colours[:, None, :].expand(4, len(target), 3), target)
-    two = torch.tensor([True, True, False, False])
-    k, colour, wins, gain = split_candidate(error, target, two, colours, min_pixels=10)
-    assert k == 1 and gain > 3e-3
-    hue = colour / colour.sum()
-    assert min(float((hue - torch.tensor(c) / sum(c)).abs().max()) for c in (red, yellow)) < 0.02
-    red_wins, yellow_wins = int(wins[80:120].sum()), int(wins[120:].sum())
-    assert max(red_wins, yellow_wins) >= 36 and min(red_wins, yellow_wins) <= 4 and int(wins[:80].sum()) <= 4
-    own = error[:, two].min(1).values
-    candidate = matching_error(colour.expand(1, len(target), 3), target)[:, 0]
-    assert gain == pytest.approx(float((own - candidate)[wins].mean()), rel=1e-5)
-    # A code for each hue: what is left to split is each code's own shading, worth no code.
-    found = split_candidate(error, target, torch.tensor([True, False, True, True]), colours, min_pixels=10)
-    assert found is None or found[3] < 3e-4
-
-
-def test_colour_splitting_reopens_a_closed_code_during_a_fit(tiny_world):
-    from nrc.code_upkeep import SPLIT_UNTIL, split_codes
-    from nrc.data import RayBank, load_scene_data
-
-    model = objects_model()
-    config = model.config
-    config.train.steps, config.train.code_restart_every = 100, 20
-    book, cpu = model.codebook, torch.device("cpu")
-    with torch.no_grad():
-        model.decoder.code_rgb.zero_()  # every code grey; only code 0 open: it paints every hue
-        book.closed[1:] = True
-    banks = [RayBank(load_scene_data(tiny_world.root, 16, 8, part="train").views)]
-    assert config.train.code_split_colour > 0
-    assert split_codes(model, banks, config, 40, cpu) is None  # restarts still run until half-way
-    before = book.codes.detach().clone()
-    k = split_codes(model, banks, config, 60, cpu)
-    assert k is not None and k > 0 and not bool(book.closed[k]) and bool(book.active()[k])
-    colour = torch.sigmoid(model.decoder.code_rgb[k].detach())
-    assert float(colour.max() - colour.min()) > 0.05  # a hue, not the grey it split from
-    assert not torch.equal(book.codes[k], before[k]) and torch.equal(book.codes[0], before[0])
-    assert split_codes(model, banks, config, int(SPLIT_UNTIL * 100) + 10, cpu) is None
-    config.train.code_split_colour = 0.0
-    assert split_codes(model, banks, config, 80, cpu) is None

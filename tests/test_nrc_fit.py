@@ -68,7 +68,7 @@ def test_resume_after_kill_continues_exactly(tiny_world, tmp_path, proposal_samp
         c = objects_mode(small_config(steps=6)) if objects else small_config(steps=6)
         c.train.batch_rays, c.sampler.n_samples, c.train.save_every = 64, 16, 2
         c.sampler.proposal_samples = proposal_samples
-        # Objects mode: E and M steps, and the pruning and splitting in colour at step 4.
+        # Objects mode: E and M steps, and the pruning in colour at step 4.
         c.sampler.occupancy_warmup, c.sampler.occupancy_update_every = 2, 2
         c.train.code_restart_every = 2 if objects else 3
         return c
