@@ -346,6 +346,52 @@ def test_kmeans_finds_separated_clusters_and_is_seeded():
     assert len(np.unique(kmeans_labels(np.zeros((10, 3)), 4))) == 1  # one distinct value: one cluster
 
 
+def _bench_module(name: str):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    sys.path.insert(0, str(bench))  # the cues script imports its sibling nrc_objects
+    try:
+        spec = importlib.util.spec_from_file_location(name, bench / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(bench))
+    return module
+
+
+def test_object_cues_see_curvature_and_pool_instances():
+    """bench/nrc_objects_cues.py: the true-curvature cue is 0 on a plane and not on a sphere, and
+    colour pooled over instances tells types apart by hue, not by brightness."""
+    from types import SimpleNamespace
+
+    cues = _bench_module("nrc_objects_cues")
+    camera = Camera.equirect(np.eye(4), 16)
+    _, directions = camera_rays(camera)
+    down = directions[:, 1].reshape(16, 32)  # ingest.conventions: +y points down
+    floor = SimpleNamespace(camera=camera, depth=np.where(down > 0.05, 1 / down.clip(0.05), 20.0))
+    sphere = SimpleNamespace(camera=camera, depth=np.full((16, 32), 2.0))
+    assert np.abs(cues.normal_spread(floor)[11:14, 2:-2]).max() < 1e-6
+    assert cues.normal_spread(sphere)[4:12].min() > 1e-3
+
+    ids = np.zeros((4, 6), np.int64)
+    ids[:, 0:2], ids[:, 2:4], ids[:, 4:6] = 1, 2, 3
+
+    def frame(colours):
+        rgb = np.zeros((4, 6, 3), np.uint8)
+        for t, colour in colours.items():
+            rgb[ids == t] = colour
+        return SimpleNamespace(ids=ids, rgb=rgb)
+
+    red, blue, dark_blue, green = (200, 40, 40), (40, 40, 200), (20, 20, 100), (40, 200, 40)
+    assert cues.instance_pooled([frame({1: red, 2: blue, 3: green})] * 3) == pytest.approx(1.0)
+    merged = foreground_ari(ids, ids.clip(max=2))  # the two blues as one type
+    assert cues.instance_pooled([frame({1: red, 2: blue, 3: dark_blue})] * 3) == pytest.approx(merged)
+    assert merged < 0.6
+
+
 def test_psnr_and_chamfer():
     img = np.zeros((4, 4, 3))
     assert psnr(img + 0.1, img) == pytest.approx(20 * np.log10(255 / 26))  # 0.1 is saved as level 26
