@@ -30,6 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nrc_objects import N_TYPES, make_family  # noqa: E402  (also puts the repository on sys.path)
 
+from ingest import argcheck as ac  # noqa: E402
 from nrc.data import camera_rays, load_scene_data  # noqa: E402
 from nrc.metrics import foreground_ari, kmeans_labels  # noqa: E402
 
@@ -107,9 +108,9 @@ def instance_pooled(views) -> float:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ac.OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--coloured", action="store_true", help="the coloured family (bench/nrc_objects.py --coloured)")
-    ap.add_argument("--out", help="folder for the family (default: a temporary one)")
+    ap.add_argument("--out", type=ac.out_dir, help="folder for the family (default: a temporary one)")
     args = ap.parse_args()
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="nrc_ceilings_"))
     worlds = make_family(out, args.coloured)
