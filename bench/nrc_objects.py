@@ -150,7 +150,7 @@ def main() -> int:
                     help="training seed of every row (train.seed; the family stays the same)")
     ap.add_argument("--coloured", action="store_true",
                     help="the family with each type in its own colour, in grey rooms (odin synth --coloured-types)")
-    ap.add_argument("--device", type=ac.device, default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--device", type=ac.device, default="auto", help="auto: cuda when there is one")
     args = ap.parse_args()
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -78,7 +78,7 @@ def per_object_pixel(views, features) -> float:
 def superpixel_pooled(views, scale: float = 400) -> float:
     from skimage.segmentation import felzenszwalb
 
-    pooled, segments = [], []
+    pooled = []
     for v in views:
         rgb = v.rgb.astype(np.float64) / 255
         with warnings.catch_warnings():  # four channels (colour and depth) are meant
@@ -86,7 +86,7 @@ def superpixel_pooled(views, scale: float = 400) -> float:
             seg = felzenszwalb(np.concatenate([rgb, (v.depth / v.depth.max())[..., None]], -1), scale=scale, sigma=0.5,
                                min_size=5, channel_axis=-1)
         stats = np.stack([np.concatenate([rgb[seg == s].mean(0), rgb[seg == s].std(0)]) for s in range(seg.max() + 1)])
-        pooled.append(stats[seg].reshape(-1, 6)), segments.append(seg)
+        pooled.append(stats[seg].reshape(-1, 6))
     labels, start, out = kmeans_labels(np.concatenate(pooled), 8, seed=0), 0, []
     for v in views:
         out.append(labels[start:start + v.ids.size].reshape(v.ids.shape))
